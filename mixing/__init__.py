@@ -1,0 +1,1 @@
+"""Audio synthesis: noise banks, SNR mixing, virtual car noise, audio diversity checks."""

@@ -1,0 +1,312 @@
+"""params.yaml: the only configuration, validated on load.
+
+Every stage reads its own section. The whole file is checked against :data:`SCHEMA`
+whenever any section is loaded, so a typo anywhere is reported at once, as one
+line naming the key: ``params.yaml: split_images.dev_fractoin: unknown key (did you
+mean dev_fraction?)``. Missing keys take the defaults below; the defaults are also
+what ``shiftlab params --defaults`` prints.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shiftlab.errors import ShiftlabError
+
+PARAMS_FILE = "params.yaml"
+
+
+class Spec:
+    """One leaf of the schema: a type, a default and the allowed values."""
+
+    def __init__(self, default, check, describe: str, nullable: bool = False):
+        self.default = default
+        self.check = check  # value -> normalised value, raises ValueError(reason)
+        self.describe = describe
+        self.nullable = nullable
+
+    def validate(self, value):
+        if value is None:
+            if self.nullable:
+                return None
+            raise ValueError(f"must be {self.describe}, got null")
+        return self.check(value)
+
+
+def _range_text(lo, hi, lo_open=False, hi_open=False):
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    return f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+
+
+def _in_range(v, lo, hi, lo_open, hi_open):
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        return False
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+        return False
+    return True
+
+
+def Int(default, lo=None, hi=None, nullable=False):
+    desc = f"an integer in {_range_text(lo, hi)}"
+
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"must be {desc}, got {v!r}")
+        if not _in_range(v, lo, hi, False, False):
+            raise ValueError(f"{v} is out of range {_range_text(lo, hi)}")
+        return v
+
+    return Spec(default, check, desc, nullable)
+
+
+def Float(default, lo=None, hi=None, lo_open=False, hi_open=False, nullable=False):
+    rng = _range_text(lo, hi, lo_open, hi_open)
+    desc = f"a number in {rng}"
+
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"must be {desc}, got {v!r}")
+        v = float(v)
+        if not math.isfinite(v) or not _in_range(v, lo, hi, lo_open, hi_open):
+            raise ValueError(f"{v:g} is out of range {rng}")
+        return v
+
+    return Spec(default, check, desc, nullable)
+
+
+def Str(default, choices=None, nullable=False):
+    desc = "one of " + ", ".join(map(str, choices)) if choices else "a string"
+
+    def check(v):
+        if not isinstance(v, str):
+            raise ValueError(f"must be {desc}, got {v!r}")
+        if choices and v not in choices:
+            hint = difflib.get_close_matches(v, choices, 1)
+            extra = f" (did you mean {hint[0]}?)" if hint else ""
+            raise ValueError(f"{v!r} is not {desc}{extra}")
+        return v
+
+    return Spec(default, check, desc, nullable)
+
+
+def Bool(default):
+    def check(v):
+        if not isinstance(v, bool):
+            raise ValueError(f"must be true or false, got {v!r}")
+        return v
+
+    return Spec(default, check, "true or false")
+
+
+def List(item: Spec, default, min_len=0, max_len=None, nullable=False):
+    desc = f"a list of {item.describe}"
+
+    def check(v):
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"must be {desc}, got {v!r}")
+        if len(v) < min_len or (max_len is not None and len(v) > max_len):
+            n = f"{min_len}" if max_len == min_len else f"{min_len}..{max_len or 'any'}"
+            raise ValueError(f"must have {n} items, got {len(v)}")
+        out = []
+        for i, x in enumerate(v):
+            try:
+                out.append(item.validate(x))
+            except ValueError as e:
+                raise ValueError(f"item {i}: {e}") from None
+        return out
+
+    return Spec(default, check, desc, nullable)
+
+
+def Range(default, lo=None, hi=None, integer=False):
+    """A [low, high] pair with low <= high inside [lo, hi]."""
+    leaf = Int(None, lo, hi) if integer else Float(None, lo, hi)
+    inner = List(leaf, default, 2, 2)
+
+    def check(v):
+        v = inner.check(v)
+        if v[0] > v[1]:
+            raise ValueError(f"low {v[0]} is above high {v[1]}")
+        return v
+
+    return Spec(default, check, f"a [low, high] pair in {_range_text(lo, hi)}")
+
+
+def Beta(default):
+    """A loss weight: a number >= 0, or 'balanced' (MLY rule, see datasets/splits.py)."""
+
+    def check(v):
+        if v == "balanced":
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"must be a number >= 0 or 'balanced', got {v!r}")
+        return float(v)
+
+    return Spec(default, check, "a number >= 0 or 'balanced'")
+
+
+def Any_(default, describe="any value"):
+    return Spec(default, lambda v: v, describe, nullable=True)
+
+
+# --------------------------------------------------------------------------- schema
+# One section per stage. Nested dicts are sub-sections.
+
+FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+SCHEMA: dict[str, Any] = {
+    "prepare_images": {
+        "kind": Str("fashion_mnist", ["fashion_mnist", "folder", "hub"]),
+        "seed": Int(0, 0),
+        "fashion_mnist": {
+            "dir": Str(FMNIST_DIR),
+            "source_rows": Int(None, 1, 60000, nullable=True),
+            "target_rows": Int(None, 1, 10000, nullable=True),
+        },
+        "folder": {
+            "source": Str(None, nullable=True),
+            "target": Str(None, nullable=True),
+            "size": List(Int(None, 1, 8192), None, 2, 2, nullable=True),
+            "mode": Str("rgb", ["grey", "rgb"]),
+            "group_pattern": Str(None, nullable=True),
+        },
+        "hub": {
+            "id": Str(None, nullable=True),
+            "name": Str(None, nullable=True),
+            "revision": Str(None, nullable=True),
+            "source_split": Str("train"),
+            "target_split": Str("test"),
+            "image_column": Str("image"),
+            "label_column": Str("label"),
+            "group_column": Str(None, nullable=True),
+            "size": List(Int(None, 1, 8192), None, 2, 2, nullable=True),
+            "mode": Str("rgb", ["grey", "rgb"]),
+            "source_rows": Int(None, 1, nullable=True),
+            "target_rows": Int(None, 1, nullable=True),
+        },
+    },
+    "prepare_speech": {
+        "seed": Int(0, 0),
+        "sampling_rate": Int(16000, 4000, 96000),
+        "clip_seconds": Float(1.0, 0.1, 30.0),
+        "vocabulary": Any_("pace_notes", "a preset name (pace_notes, digits) or a list of words"),
+        "source": Str("tts", ["tts", "folder"]),
+        "target": Str("real", ["real", "folder"]),
+        "tts": {
+            "espeak_voices": Int(36, 0, 2000),
+            "flite_voices": List(Str(None), ["kal16", "awb", "rms", "slt"]),
+            "speed": Range([130, 200], 80, 450, integer=True),
+            "pitch": Range([25, 75], 0, 99, integer=True),
+            "takes": Int(1, 1, 100),
+            "workers": Int(0, 0, 256),
+        },
+        "real": {
+            "speakers": List(
+                Str(None),
+                ["trigger_rally/ab", "trigger_rally/paula", "trigger_rally/tim", "asterisk/allison", "saytime"],
+                1,
+            ),
+            "trigger_rally_zip": Str("/usr/share/games/trigger-rally/data.zip"),
+            "asterisk_dir": Str("/usr/share/asterisk/sounds/en_US_f_Allison"),
+            "saytime_dir": Str("/usr/share/saytime"),
+        },
+        "folder": {
+            "source": Str(None, nullable=True),
+            "target": Str(None, nullable=True),
+            "group_pattern": Str(None, nullable=True),
+        },
+    },
+    "prepare_noise": {
+        "seed": Int(0, 0),
+        "sampling_rate": Int(16000, 4000, 96000),
+        "recordings": List(
+            Str(None),
+            ["trigger_rally/*", "dustracing2d/carEngine", "dustracing2d/skid", "openttd/*"],
+        ),
+        "target_recordings": List(
+            Str(None), ["trigger_rally/engine", "trigger_rally/gravel", "trigger_rally/wind"]
+        ),
+        "folder": Str(None, nullable=True),
+        "trigger_rally_zip": Str("/usr/share/games/trigger-rally/data.zip"),
+        "dustracing2d_dir": Str("/usr/share/games/dustracing2d/sounds"),
+        "opensfx_cat": Str("/usr/share/games/openttd/baseset/opensfx/opensfx.cat"),
+    },
+}
+
+_SPLIT = {
+    "seed": Int(0, 0),
+    "target_train_fraction": Float(0.5, 0.0, 1.0, hi_open=True),
+    "dev_fraction": Float(0.5, 0.0, 1.0, lo_open=True, hi_open=True),
+    "train_dev_fraction": Float(0.05, 0.0, 0.5, lo_open=True),
+    "max_source_rows": Int(None, 1, nullable=True),
+    "beta_source": Beta(1.0),
+    "beta_synthetic": Beta(1.0),
+}
+SCHEMA["split_images"] = copy.deepcopy(_SPLIT)
+SCHEMA["split_audio"] = copy.deepcopy(_SPLIT)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def defaults(schema=None) -> dict:
+    """The default value of every key, as nested dicts."""
+    schema = SCHEMA if schema is None else schema
+    return {k: defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in schema.items()}
+
+
+def _validate(node: dict, schema: dict, where: str, file: str) -> dict:
+    if not isinstance(node, dict):
+        raise ShiftlabError(f"{file}: {where}: must be a mapping of keys, got {node!r}")
+    out = {}
+    for key, value in node.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in schema:
+            hint = difflib.get_close_matches(str(key), [str(k) for k in schema], 1)
+            extra = f" (did you mean {hint[0]}?)" if hint else ""
+            raise ShiftlabError(f"{file}: {name}: unknown key{extra}")
+        spec = schema[key]
+        if isinstance(spec, dict):
+            out[key] = _validate(value if value is not None else {}, spec, name, file)
+        else:
+            try:
+                out[key] = spec.validate(value)
+            except ValueError as e:
+                raise ShiftlabError(f"{file}: {name}: {e}") from None
+    for key, spec in schema.items():
+        if key not in out:
+            out[key] = defaults(spec) if isinstance(spec, dict) else copy.deepcopy(spec.default)
+    return out
+
+
+def validate(params: dict | None, file: str = PARAMS_FILE, schema: dict | None = None) -> dict:
+    """Check a whole params mapping; return it with every default filled in."""
+    return _validate(params or {}, SCHEMA if schema is None else schema, "", file)
+
+
+def load(path: str | Path = PARAMS_FILE) -> dict:
+    """Read and validate a params file (all sections)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ShiftlabError(f"{path}: params file not found (run from the project root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ShiftlabError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    return validate(raw, str(path))
+
+
+def section(name: str, path: str | Path = PARAMS_FILE) -> dict:
+    """The validated section ``name`` of the params file."""
+    if name not in SCHEMA:
+        raise KeyError(name)
+    return load(path)[name]

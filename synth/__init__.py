@@ -1,0 +1,1 @@
+"""Image synthesis: motion-blur kernels, batched apply, image diversity checks."""

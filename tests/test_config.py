@@ -1,0 +1,88 @@
+"""params.yaml validation: typos and out-of-range values are one-line errors naming the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shiftlab import config
+from shiftlab.errors import ShiftlabError
+
+
+def write(tmp_path, data) -> Path:
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_repo_params_file_is_valid_and_complete(repo_root):
+    """params.yaml lists every key (it is the documentation of the knobs) with the defaults."""
+    raw = yaml.safe_load(Path(repo_root, "params.yaml").read_text())
+    assert config.validate(raw) == config.defaults()
+
+    def keys(d, prefix=""):
+        out = set()
+        for k, v in d.items():
+            out.add(prefix + k)
+            if isinstance(v, dict):
+                out |= keys(v, prefix + k + ".")
+        return out
+
+    assert keys(raw) == keys(config.defaults())
+
+
+def test_missing_keys_take_defaults(tmp_path):
+    p = write(tmp_path, {"split_images": {"seed": 3}})
+    cfg = config.section("split_images", p)
+    assert cfg["seed"] == 3
+    assert cfg["dev_fraction"] == config.defaults()["split_images"]["dev_fraction"]
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"split_images": {"dev_fractoin": 0.5}}, "split_images.dev_fractoin: unknown key (did you mean dev_fraction?)"),
+        ({"splt_images": {}}, "splt_images: unknown key (did you mean split_images?)"),
+        ({"split_images": {"dev_fraction": 1.5}}, "split_images.dev_fraction: 1.5 is out of range"),
+        ({"split_images": {"seed": "x"}}, "split_images.seed: must be an integer"),
+        ({"split_images": {"seed": 1.5}}, "split_images.seed: must be an integer"),
+        ({"split_images": {"beta_source": -1}}, "split_images.beta_source: must be a number >= 0 or 'balanced'"),
+        ({"split_audio": {"beta_synthetic": "balance"}}, "split_audio.beta_synthetic"),
+        ({"prepare_images": {"kind": "folders"}}, "prepare_images.kind: 'folders' is not one of fashion_mnist, folder, hub (did you mean folder?)"),
+        ({"prepare_images": {"folder": {"size": [28]}}}, "prepare_images.folder.size: must have 2 items"),
+        ({"prepare_speech": {"tts": {"speed": [200, 100]}}}, "prepare_speech.tts.speed: low 200 is above high 100"),
+        ({"prepare_speech": {"sampling_rate": 100}}, "prepare_speech.sampling_rate: 100 is out of range"),
+        ({"prepare_speech": {"tts": 5}}, "prepare_speech.tts: must be a mapping"),
+        ({"prepare_noise": {"recordings": "engine"}}, "prepare_noise.recordings: must be a list"),
+        ({"split_images": {"train_dev_fraction": 0}}, "split_images.train_dev_fraction: 0 is out of range (0.0, 0.5]"),
+    ],
+)
+def test_bad_params_give_one_line_error_naming_the_key(tmp_path, data, expected):
+    p = write(tmp_path, data)
+    with pytest.raises(ShiftlabError) as e:
+        config.load(p)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith(str(p))
+    assert expected in msg
+
+
+def test_balanced_and_null_accepted(tmp_path):
+    p = write(tmp_path, {"split_images": {"beta_source": "balanced", "max_source_rows": None}})
+    cfg = config.section("split_images", p)
+    assert cfg["beta_source"] == "balanced" and cfg["max_source_rows"] is None
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("split_images: [unclosed\n")
+    with pytest.raises(ShiftlabError, match="not valid YAML at line"):
+        config.load(p)
+    with pytest.raises(ShiftlabError, match="params file not found"):
+        config.load(tmp_path / "nope.yaml")
+
+
+def test_empty_file_means_all_defaults(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("")
+    assert config.load(p) == config.defaults()

@@ -1,0 +1,1 @@
+"""Attention models, weighted loss, trainer, evaluation, error decomposition, reports."""
