@@ -5,9 +5,13 @@ Sub-packages (each a top-level folder of the repository):
 ``shiftlab.datasets`` (sources and mismatch splits), ``shiftlab.train`` (models).
 """
 
+import os as _os
 import sys as _sys
 
 __version__ = "0.1.0"
+
+# albumentations would otherwise try a network update check on import (no network here).
+_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 # The folder datasets/ has no __init__.py (a regular package named `datasets` at the
 # repo root would shadow Hugging Face's whenever the root is on sys.path), so in an

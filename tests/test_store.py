@@ -21,7 +21,7 @@ def tiny(n=6, value=0):
     return hfds.Dataset.from_dict(
         {
             "id": [f"r{i}" for i in range(n)],
-            "image": np.full((n, 2, 2, 1), value, np.uint8),
+            "image": np.full((n, 1, 2, 2), value, np.uint8),  # stored (C, H, W)
             "label": [i % 2 for i in range(n)],
             "domain": ["source"] * n,
             "origin": ["real"] * n,
@@ -102,7 +102,7 @@ def test_killed_write_leaves_previous_output_intact(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert store.tree_digest(out) == digest
-    assert store.load(out)[0]["image"][0][0][0] == 7
+    assert schema.hwc(store.load(out)[0]["image"])[0, 0, 0] == 7
     store.save(tiny(value=3), out)  # next run replaces it and clears the leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == ["halfway", "out"]
 
@@ -133,3 +133,15 @@ def test_sample_seeds_are_stable_and_independent():
     r1 = seeding.sample_rng(3, 7, "x").integers(0, 1 << 30, 4)
     r2 = seeding.sample_rng(3, 7, "x").integers(0, 1 << 30, 4)
     assert (r1 == r2).all()
+
+
+def test_images_are_stored_channels_first_and_batch_out_as_nchw():
+    from shiftlab.datasets import images
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (5, 4, 3, 3), dtype=np.uint8)  # N, H, W, C
+    ds = images.from_arrays(x, [0, 1, 0, 1, 0], "source", label_names=["a", "b"])
+    assert ds.features["image"].shape == (3, 4, 3) and schema.image_shape(ds) == (4, 3, 3)
+    assert np.array_equal(schema.hwc(ds[2]["image"]), x[2])
+    assert np.array_equal(schema.chw_batch(ds, 1, 4), x[1:4].transpose(0, 3, 1, 2))
+    assert np.array_equal(schema.chw_batch(ds.select([4, 0])), x[[4, 0]].transpose(0, 3, 1, 2))

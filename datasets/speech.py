@@ -1,0 +1,586 @@
+"""Speech sources: clean TTS words (source domain) and real recorded words (target domain).
+
+:func:`prepare` builds one ``Dataset`` in the audio schema
+(:func:`shiftlab.datasets.schema.audio_features`) from the ``prepare_speech`` params
+section: rows of domain ``source`` (``prepare_speech.source``: ``tts`` or ``folder``)
+and ``target`` (``prepare_speech.target``: ``real`` or ``folder``), only words of the
+vocabulary, label names = the vocabulary words in their given order. Every clip is
+mono float32 (:func:`shiftlab.datasets.audio.read_audio`: channels are averaged),
+resampled to ``sampling_rate`` and length-normalised to
+``round(clip_seconds * sampling_rate)`` samples by
+:func:`shiftlab.datasets.audio.fix_length` (centred zero padding; long clips keep the
+window centred on the energy peak).
+
+* :func:`tts_speech` -- espeak-ng accents x variants and flite voices, seeded speed/pitch;
+* :func:`real_speech` -- the Debian packages ``trigger-rally-data`` (three rally
+  codrivers), ``asterisk-core-sounds-en-wav`` (Allison) and ``saytime``;
+* :func:`folder_speech` -- a user folder with one subfolder per word.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import datasets as hfds
+import numpy as np
+
+from shiftlab import seeding, store
+from shiftlab.datasets import audio
+from shiftlab.errors import ShiftlabError
+
+_KEY = "prepare_speech"
+
+PACE_NOTES = [
+    "chicane", "cut", "dirt", "dont", "easy", "finish", "flat", "grass", "gravel", "hairpin",
+    "hard", "ice", "into", "jump", "left", "long", "medium", "mud", "over", "right",
+    "sand", "snow", "square", "tarmac", "water",
+]  # fmt: skip
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+VOCABULARIES = {"pace_notes": PACE_NOTES, "digits": DIGITS}
+
+# file stems that are numbers (Allison's digits/, saytime) -> words
+NUMBER_WORDS = {
+    **{str(i): w for i, w in enumerate(DIGITS)},
+    **dict(zip(map(str, range(10, 21)), [
+        "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+        "eighteen", "nineteen", "twenty",
+    ])),
+    **dict(zip(map(str, range(30, 100, 10)), ["thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"])),
+}  # fmt: skip
+
+SPEAKERS = ("trigger_rally/ab", "trigger_rally/paula", "trigger_rally/tim", "asterisk/allison", "saytime")
+PACKAGES = {
+    "trigger_rally": "trigger-rally-data",
+    "asterisk": "asterisk-core-sounds-en-wav",
+    "saytime": "saytime",
+    "espeak-ng": "espeak-ng",
+    "flite": "flite",
+}
+ALLISON_FOLDERS = ("digits", ".", "phonetic", "letters")  # searched in this order
+
+ESPEAK_DEFAULT_SPEED = 175  # espeak-ng's default words per minute: flite duration_stretch = 175 / speed
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+def resolve_vocabulary(vocabulary) -> list[str]:
+    """A preset name (``pace_notes``, ``digits``) or a list of words -> the list of words."""
+    key = f"{_KEY}.vocabulary"
+    if isinstance(vocabulary, str):
+        if vocabulary not in VOCABULARIES:
+            raise ShiftlabError(
+                f"{key}: unknown preset {vocabulary!r}; use one of {', '.join(VOCABULARIES)} or a list of words"
+            )
+        return list(VOCABULARIES[vocabulary])
+    if not isinstance(vocabulary, (list, tuple)) or not vocabulary:
+        raise ShiftlabError(f"{key}: must be a preset name ({', '.join(VOCABULARIES)}) or a non-empty list of words, got {vocabulary!r}")
+    words = []
+    for w in vocabulary:
+        if not isinstance(w, str) or not w.strip() or "/" in w or w.startswith("-") or w != w.strip():
+            raise ShiftlabError(f"{key}: {w!r} is not a word (non-empty text without '/', no leading '-' or spaces)")
+        if w in words:
+            raise ShiftlabError(f"{key}: word {w!r} is listed twice")
+        words.append(w)
+    return words
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def prepare(cfg: dict) -> hfds.Dataset:
+    """Build the speech dataset described by the ``prepare_speech`` params section."""
+    vocab = resolve_vocabulary(cfg["vocabulary"])
+    sr = int(cfg["sampling_rate"])
+    n = int(round(cfg["clip_seconds"] * sr))
+    folder = cfg["folder"]
+
+    if cfg["source"] == "tts":
+        t = cfg["tts"]
+        src = tts_speech(
+            vocab, sr, n, t["espeak_voices"], t["flite_voices"], t["speed"], t["pitch"], t["takes"], cfg["seed"], t["workers"]
+        )
+    elif cfg["source"] == "folder":
+        if not folder["source"]:
+            raise ShiftlabError(f"{_KEY}.folder.source: required when {_KEY}.source is folder")
+        src = folder_speech(folder["source"], "source", sr, n, vocab, folder["group_pattern"])
+    else:
+        raise ShiftlabError(f"{_KEY}.source: unknown source {cfg['source']!r} (tts, folder)")
+
+    if cfg["target"] == "real":
+        r = cfg["real"]
+        tgt = real_speech(r["speakers"], vocab, sr, n, r["trigger_rally_zip"], r["asterisk_dir"], r["saytime_dir"])
+    elif cfg["target"] == "folder":
+        if not folder["target"]:
+            raise ShiftlabError(f"{_KEY}.folder.target: required when {_KEY}.target is folder")
+        tgt = folder_speech(folder["target"], "target", sr, n, vocab, folder["group_pattern"])
+    else:
+        raise ShiftlabError(f"{_KEY}.target: unknown target {cfg['target']!r} (real, folder)")
+
+    if len(src) == 0:
+        raise ShiftlabError(f"{_KEY}.tts: no source rows: espeak_voices is 0 and flite_voices is empty")
+    if len(tgt) == 0:
+        if cfg["target"] == "real":
+            raise ShiftlabError(
+                f"{_KEY}.real.speakers: no target rows: none of {', '.join(cfg['real']['speakers'])} "
+                f"says a word of {_KEY}.vocabulary"
+            )
+        raise ShiftlabError(f"{_KEY}.target: no target rows for the words of {_KEY}.vocabulary")
+    return hfds.concatenate_datasets([src, tgt])
+
+
+# --------------------------------------------------------------------------- real speech
+
+
+def _need(path: str | os.PathLike, package: str, key: str, is_dir: bool) -> Path:
+    p = Path(path)
+    ok = p.is_dir() if is_dir else p.is_file()
+    if not ok:
+        raise ShiftlabError(
+            f"{p}: {'folder' if is_dir else 'file'} not found (install the Debian package {package}, or set {key})"
+        )
+    return p
+
+
+def _trigger_rally_items(speaker: str, vocab: set, zip_path: str) -> list[tuple]:
+    name = speaker.split("/", 1)[1]
+    path = _need(zip_path, PACKAGES["trigger_rally"], f"{_KEY}.real.trigger_rally_zip", False)
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ShiftlabError(f"{path}: not a readable zip file ({e})") from None
+    prefix = f"sounds/codriver/{name}/"
+    out = []
+    for m in sorted(members):
+        if not m.startswith(prefix) or not m.lower().endswith(".wav") or "/" in m[len(prefix) :]:
+            continue
+        stem = m[len(prefix) : -4]
+        # ab's files are CamelCase (Hairpin.wav) and include compounds (LeftLongCut.wav): one capital = one word
+        if sum(c.isupper() for c in stem) > 1:
+            continue
+        word = stem.lower()
+        if word in vocab:
+            out.append((word, ("zip", str(path), m)))
+    if not out and not any(m.startswith(prefix) for m in members):
+        raise ShiftlabError(f"{path}: has no {prefix} (is it the data.zip of {PACKAGES['trigger_rally']}?)")
+    return out
+
+
+def _stem_word(stem: str) -> str | None:
+    if stem in NUMBER_WORDS:
+        return NUMBER_WORDS[stem]
+    if re.fullmatch(r"[a-z]+", stem):
+        return stem
+    return None
+
+
+def _allison_items(vocab: set, folder: str) -> list[tuple]:
+    root = _need(folder, PACKAGES["asterisk"], f"{_KEY}.real.asterisk_dir", True)
+    out = []
+    for sub in ALLISON_FOLDERS:
+        d = root / sub
+        if not d.is_dir():
+            continue
+        for f in sorted(d.glob("*.wav")):
+            # only digits/ holds number files; elsewhere numeric stems are other things (silence/1.wav)
+            word = _stem_word(f.stem) if (sub == "digits" or not f.stem.isdigit()) else None
+            if word in vocab:
+                out.append((word, ("file", str(f), None)))
+    return out
+
+
+def _saytime_items(vocab: set, folder: str) -> list[tuple]:
+    root = _need(folder, PACKAGES["saytime"], f"{_KEY}.real.saytime_dir", True)
+    out = []
+    for f in sorted(root.glob("*.au")):
+        word = _stem_word(f.stem)
+        if word in vocab:
+            out.append((word, ("file", str(f), None)))
+    return out
+
+
+def _load_item(ref) -> tuple[np.ndarray, int]:
+    kind, file, member = ref
+    if kind == "zip":
+        with zipfile.ZipFile(file) as z:
+            try:
+                data = z.read(member)
+            except (KeyError, zipfile.BadZipFile, OSError) as e:
+                raise ShiftlabError(f"{file}:{member}: cannot read zip member ({e})") from None
+        return audio.read_audio(data, name=f"{file}:{member}")
+    return audio.read_audio(file)
+
+
+def real_speech(
+    speakers: Sequence[str],
+    vocabulary,
+    sampling_rate: int,
+    n_samples: int,
+    trigger_rally_zip: str = "/usr/share/games/trigger-rally/data.zip",
+    asterisk_dir: str = "/usr/share/asterisk/sounds/en_US_f_Allison",
+    saytime_dir: str = "/usr/share/saytime",
+) -> hfds.Dataset:
+    """Recorded words of real speakers from Debian packages (domain ``target``).
+
+    Speakers: ``trigger_rally/ab``, ``trigger_rally/paula``, ``trigger_rally/tim``
+    (``sounds/codriver/<name>/*.wav`` read straight from the trigger-rally ``data.zip``;
+    ab's CamelCase names are lower-cased and his compounds such as ``LeftLongCut`` are
+    skipped), ``asterisk/allison`` (``digits/<n>.wav`` for numbers 0-20, 30..90 as
+    words; other files whose stem is a plain lower-case word in ``digits/``, the top
+    folder, ``phonetic/``, ``letters/``) and ``saytime`` (``<n>.au`` raw 8 kHz mu-law,
+    same number and word rule). A speaker contributes only words of the vocabulary.
+
+    Rows in speaker order (as given, duplicates dropped), then vocabulary order; id
+    ``<speaker>/<word>`` (``/<k>`` appended, k = 0, 1, ..., when a speaker has several
+    files for a word); group = speaker; recipe = source, file and zip member.
+    """
+    vocab = resolve_vocabulary(vocabulary)
+    order = {w: i for i, w in enumerate(vocab)}
+    wanted = set(vocab)
+    seen = []
+    for s in speakers:
+        if s not in SPEAKERS:
+            raise ShiftlabError(f"{_KEY}.real.speakers: unknown speaker {s!r}; known: {', '.join(SPEAKERS)}")
+        if s not in seen:
+            seen.append(s)
+    jobs = []  # (speaker, word, k, ref)
+    for s in seen:
+        if s.startswith("trigger_rally/"):
+            items = _trigger_rally_items(s, wanted, trigger_rally_zip)
+        elif s == "asterisk/allison":
+            items = _allison_items(wanted, asterisk_dir)
+        else:
+            items = _saytime_items(wanted, saytime_dir)
+        items.sort(key=lambda it: order[it[0]])  # stable: keeps file order within a word
+        per_word: dict[str, int] = {}
+        for word, ref in items:
+            per_word[word] = per_word.get(word, 0) + 1
+        counter: dict[str, int] = {}
+        for word, ref in items:
+            k = counter.get(word, 0)
+            counter[word] = k + 1
+            jobs.append((s, word, k if per_word[word] > 1 else None, ref))
+
+    def work(job):
+        x, sr = _load_item(job[3])
+        return audio.to_mono_rate(x, sr, sampling_rate, n_samples), sr, len(x)
+
+    results = audio.map_ordered(work, jobs, 0, "reading real speech")
+    rows = []
+    for (s, word, k, ref), (y, sr, m) in zip(jobs, results):
+        kind, file, member = ref
+        rec = dict(source=s.split("/")[0], speaker=s, word=word, file=file, sampling_rate=sr, seconds=round(m / sr, 6))
+        if member is not None:
+            rec["member"] = member
+        rows.append(
+            dict(
+                id=f"{s}/{word}" + (f"/{k}" if k is not None else ""),
+                audio=y,
+                sampling_rate=sampling_rate,
+                label=word,
+                domain="target",
+                group=s,
+                recipe=store.recipe(**rec),
+            )
+        )
+    return audio.build_dataset(rows, vocab)
+
+
+# --------------------------------------------------------------------------- TTS
+
+
+def _binary(name: str) -> str:
+    exe = shutil.which(name)
+    if exe is None:
+        raise ShiftlabError(f"{name}: command not found (install the Debian package {PACKAGES[name]})")
+    return exe
+
+
+def _run(cmd: list[str], what: str) -> bytes:
+    try:
+        p = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ShiftlabError(f"{what}: failed to run ({e})") from None
+    if p.returncode != 0:
+        err = " ".join(p.stderr.decode("utf-8", "replace").split())[:200]
+        raise ShiftlabError(f"{what}: exited with status {p.returncode} ({err})")
+    return p.stdout
+
+
+def _espeak_listing(exe: str, arg: str) -> list[tuple[str, str]]:
+    """(language, file) pairs of ``espeak-ng --voices=<arg>``."""
+    text = _run([exe, f"--voices={arg}"], f"espeak-ng --voices={arg}").decode("utf-8", "replace")
+    out = []
+    for line in text.splitlines()[1:]:
+        m = re.match(r"\s*\d+\s+(\S+)\s+\S+\s+\S+\s+(.+?)\s*(\(.*\))?\s*$", line)
+        if m:
+            out.append((m.group(1), m.group(2)))
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _espeak_catalogue(exe: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    accents = sorted(
+        {lang for lang, file in _espeak_listing(exe, "en") if lang.startswith("en") and not file.startswith(("mb/", "!v/"))}
+    )
+    variants = sorted({file[3:] for _, file in _espeak_listing(exe, "variant") if file.startswith("!v/")})
+    return tuple(accents), tuple(variants)
+
+
+def list_espeak_voices(exe: str | None = None) -> list[str]:
+    """Every ``<accent>+<variant>`` espeak-ng voice, sorted.
+
+    Accents: the English voices of ``espeak-ng --voices=en`` (their language codes,
+    e.g. ``en-gb``, ``en-us``, ``en-gb-scotland``, ``en-029``); MBROLA voices (``mb/``,
+    need extra data) and variants are left out. Variants: the files of
+    ``espeak-ng --voices=variant`` (``m1``..``m8``, ``f1``..``f5``, ``klatt``, ...).
+    """
+    accents, variants = _espeak_catalogue(exe or _binary("espeak-ng"))
+    return [f"{a}+{v}" for a in accents for v in variants]
+
+
+@functools.lru_cache(maxsize=4)
+def list_flite_voices(exe: str | None = None) -> tuple[str, ...]:
+    """Voices of ``flite -lv``."""
+    exe = exe or _binary("flite")
+    text = _run([exe, "-lv"], "flite -lv").decode("utf-8", "replace")
+    return tuple(text.split(":", 1)[1].split()) if ":" in text else tuple(text.split())
+
+
+def choose_espeak_voices(k: int, seed: int, exe: str | None = None) -> list[str]:
+    """``k`` espeak-ng voices: a seeded permutation of the sorted voice list, first ``k``, sorted.
+
+    Increasing ``k`` keeps the voices chosen for a smaller ``k``.
+    """
+    if k <= 0:
+        return []
+    voices = list_espeak_voices(exe)
+    if k > len(voices):
+        raise ShiftlabError(f"{_KEY}.tts.espeak_voices: {k} asked, but only {len(voices)} espeak-ng voices exist")
+    perm = seeding.sample_rng(seed, 0, "espeak_voices").permutation(len(voices))
+    return sorted(voices[i] for i in perm[:k])
+
+
+def tts_draw(seed: int, engine: str, voice: str, word: str, take: int, speed, pitch) -> tuple[int, int]:
+    """The (speed, pitch) of one TTS clip: integers from the inclusive ranges.
+
+    Drawn from ``seeding.sample_rng(seed, take, "tts", engine, voice, word)``: a clip's
+    draw does not depend on which other voices or words are synthesised.
+    """
+    rng = seeding.sample_rng(seed, take, "tts", engine, voice, word)
+    s = int(rng.integers(int(speed[0]), int(speed[1]) + 1))
+    p = int(rng.integers(int(pitch[0]), int(pitch[1]) + 1))
+    return s, p
+
+
+def _synth(job, exes, tmpdir: str) -> tuple[np.ndarray, int]:
+    engine, voice, word, take, speed, pitch = job
+    if engine == "espeak":
+        cmd = [exes["espeak"], "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", word]
+        data = _run(cmd, f"espeak-ng -v {voice} {word!r}")
+        return audio.read_audio(data, name=f"espeak-ng -v {voice} -s {speed} -p {pitch} {word!r}")
+    fd, name = tempfile.mkstemp(suffix=".wav", dir=tmpdir)
+    os.close(fd)
+    out = Path(name)
+    stretch = ESPEAK_DEFAULT_SPEED / speed
+    cmd = [exes["flite"], "-voice", voice, "--setf", f"duration_stretch={stretch:.6f}", "-t", word, "-o", str(out)]
+    _run(cmd, f"flite -voice {voice} {word!r}")
+    try:
+        return audio.read_audio(out, name=f"flite -voice {voice} {word!r}")
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def tts_speech(
+    vocabulary,
+    sampling_rate: int,
+    n_samples: int,
+    espeak_voices: int = 36,
+    flite_voices: Sequence[str] = ("kal16", "awb", "rms", "slt"),
+    speed: Sequence[int] = (130, 200),
+    pitch: Sequence[int] = (25, 75),
+    takes: int = 1,
+    seed: int = 0,
+    workers: int = 0,
+) -> hfds.Dataset:
+    """Clean synthetic words (domain ``source``, origin ``real``: they are source data, not mixes).
+
+    * espeak-ng: ``espeak_voices`` voices chosen by :func:`choose_espeak_voices`;
+      ``espeak-ng -v <accent>+<variant> -s <speed> -p <pitch> --stdout <word>``.
+    * flite: the named voices (checked against ``flite -lv``); ``flite -voice <v>
+      --setf duration_stretch=<175/speed> -t <word> -o <file>``. The installed flite
+      2.2 has no pitch control that works for every voice (``int_f0_target_mean`` is
+      ignored by rms and voice-relative elsewhere), so flite rows record ``pitch``
+      null; speed is applied.
+    * Per (engine, voice, word, take) speed and pitch come from :func:`tts_draw`.
+
+    Rows are sorted by (engine, voice, word in vocabulary order, take) whatever order
+    the ``workers`` threads finish in (0 = one per CPU); id
+    ``<engine>/<voice>/<word>/<take>``; group ``<engine>/<voice>``; recipe = engine,
+    voice, word, speed, pitch, take, seed, native sampling rate.
+    """
+    vocab = resolve_vocabulary(vocabulary)
+    fl = list(flite_voices or [])
+    exes = {}
+    voices_e = []
+    if espeak_voices:
+        exes["espeak"] = _binary("espeak-ng")
+        voices_e = choose_espeak_voices(int(espeak_voices), seed, exes["espeak"])
+    if fl:
+        exes["flite"] = _binary("flite")
+        known = list_flite_voices(exes["flite"])
+        bad = [v for v in fl if v not in known]
+        if bad:
+            raise ShiftlabError(
+                f"{_KEY}.tts.flite_voices: unknown flite voice(s) {', '.join(bad)}; installed: {', '.join(known)}"
+            )
+        if len(set(fl)) != len(fl):
+            raise ShiftlabError(f"{_KEY}.tts.flite_voices: a voice is listed twice")
+    jobs = []
+    for engine, voices in (("espeak", voices_e), ("flite", sorted(fl))):
+        for voice in voices:
+            for word in vocab:
+                for take in range(int(takes)):
+                    s, p = tts_draw(seed, engine, voice, word, take, speed, pitch)
+                    jobs.append((engine, voice, word, take, s, p))
+
+    with tempfile.TemporaryDirectory(prefix="shiftlab-tts-") as tmp:
+
+        def work(job):
+            x, sr = _synth(job, exes, tmp)
+            return audio.to_mono_rate(x, sr, sampling_rate, n_samples), sr
+
+        results = audio.map_ordered(work, jobs, workers, "synthesising speech")
+    rows = []
+    for (engine, voice, word, take, s, p), (y, sr) in zip(jobs, results):
+        group = f"{engine}/{voice}"
+        rows.append(
+            dict(
+                id=f"{group}/{word}/{take}",
+                audio=y,
+                sampling_rate=sampling_rate,
+                label=word,
+                domain="source",
+                group=group,
+                recipe=store.recipe(
+                    source="tts",
+                    engine=engine,
+                    voice=voice,
+                    word=word,
+                    speed=s,
+                    pitch=p if engine == "espeak" else None,
+                    take=take,
+                    seed=seed,
+                    sampling_rate=sr,
+                ),
+            )
+        )
+    return audio.build_dataset(rows, vocab)
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def folder_speech(
+    path,
+    domain: str,
+    sampling_rate: int,
+    n_samples: int,
+    vocabulary=None,
+    group_pattern: str | None = None,
+) -> hfds.Dataset:
+    """Words from a folder with one subfolder per class (the word).
+
+    Audio files are found recursively under each class folder (wav, flac, ogg, oga,
+    opus, au, snd, aiff, aif, aifc, mp3, caf, w64, any case; hidden entries skipped;
+    other files ignored) in sorted order. With a ``vocabulary`` only class folders
+    named by one of its words are used and the label names are the vocabulary;
+    without, every class folder is used and the label names are the sorted folder
+    names.
+
+    ``group_pattern``: a regex searched in the file's path relative to its class
+    folder (posix, without extension); the group is ``<domain>/`` + its first capture
+    group (or the whole match); a file it does not match is an error. By default
+    every file is its own group (its row id ``<domain>/<class>/<relative path>``).
+    """
+    key = f"{_KEY}.folder.group_pattern"
+    if domain not in ("source", "target"):
+        raise ValueError(f"domain must be source or target, got {domain!r}")
+    regex = None
+    if group_pattern is not None:
+        try:
+            regex = re.compile(group_pattern)
+        except re.error as e:
+            raise ShiftlabError(f"{key}: invalid regular expression {group_pattern!r} ({e})") from None
+    root = Path(path)
+    if not root.exists():
+        raise ShiftlabError(f"{root}: folder not found")
+    if not root.is_dir():
+        raise ShiftlabError(f"{root}: not a folder")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise ShiftlabError(f"{root}: no class subfolders (expected one subfolder per word, holding its audio files)")
+    if vocabulary is not None:
+        names = resolve_vocabulary(vocabulary)
+        used = [c for c in classes if c in set(names)]
+        if not used:
+            raise ShiftlabError(
+                f"{root}: none of its class folders ({', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''}) "
+                f"is a word of {_KEY}.vocabulary"
+            )
+        used.sort(key=names.index)
+    else:
+        names = used = classes
+    jobs = []  # (class, rel, path, group)
+    for cls in used:
+        files = audio.audio_files(root / cls)
+        if not files:
+            raise ShiftlabError(
+                f"{root / cls}: no audio files (looked for {', '.join(e[1:] for e in audio.AUDIO_EXTENSIONS)})"
+            )
+        for f in files:
+            rel = f.relative_to(root / cls).as_posix()
+            row_id = f"{domain}/{cls}/{rel}"
+            if regex is None:
+                group = row_id
+            else:
+                stem = rel[: -len(Path(rel).suffix)] if Path(rel).suffix else rel
+                m = regex.search(stem)
+                value = None if m is None else (m.group(1) if regex.groups else m.group(0))
+                if value is None:
+                    raise ShiftlabError(
+                        f"{f}: '{stem}' does not match {key} {group_pattern!r}"
+                        + (" (its first group did not take part)" if m is not None else "")
+                    )
+                group = f"{domain}/{value}"
+            jobs.append((cls, rel, f, group, row_id))
+
+    def work(job):
+        x, sr = audio.read_audio(job[2])
+        return audio.to_mono_rate(x, sr, sampling_rate, n_samples), sr, len(x)
+
+    results = audio.map_ordered(work, jobs, 0, f"reading {domain} speech")
+    rows = [
+        dict(
+            id=row_id,
+            audio=y,
+            sampling_rate=sampling_rate,
+            label=cls,
+            domain=domain,
+            group=group,
+            recipe=store.recipe(
+                source="folder", folder=str(path), file=f"{cls}/{rel}", sampling_rate=sr, seconds=round(m / sr, 6)
+            ),
+        )
+        for (cls, rel, f, group, row_id), (y, sr, m) in zip(jobs, results)
+    ]
+    return audio.build_dataset(rows, names)
