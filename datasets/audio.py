@@ -85,7 +85,9 @@ def read_audio(path_or_bytes, name: str | None = None) -> tuple[np.ndarray, int]
         if suffix == ".au" and isinstance(source, io.BytesIO):
             try:  # headerless .au: raw 8 kHz mono mu-law (libsndfile's own rule for such files)
                 source.seek(0)
-                x, sr = sf.read(source, dtype="float32", always_2d=True, format="RAW", subtype="ULAW", samplerate=8000, channels=1)
+                x, sr = sf.read(
+                    source, dtype="float32", always_2d=True, format="RAW", subtype="ULAW", samplerate=8000, channels=1
+                )
             except Exception:
                 raise ShiftlabError(f"{where}: cannot read audio ({_reason(e)})") from None
         else:
@@ -142,7 +144,9 @@ def energy_peak(x: np.ndarray, sampling_rate: int | None = None, n: int | None =
     else:  # no rate given: take n samples as one second
         base = n if n else len(x)
         frame, smooth = base // 40, base // 10
-    env = _box(_box(x * x, frame), smooth)
+    # 25 ms frame energy, then a 100 ms triangular window (two 50 ms moving averages): a burst
+    # shorter than the window gives one clear maximum at its centre, not a plateau
+    env = _box(_box(_box(x * x, frame), smooth // 2), smooth - smooth // 2)
     peak = float(env.max()) if len(env) else 0.0
     if peak <= 0.0:
         return len(x) // 2
@@ -158,8 +162,9 @@ def fix_length(x: np.ndarray, n: int, sampling_rate: int | None = None) -> np.nd
       padding, ``(n - len) // 2`` zeros on the left and the rest on the right (an odd
       remainder puts the extra zero on the right);
     * **long clip** (``len(x) > n``): the short-time energy is computed (squared
-      samples averaged over 25 ms frames, then smoothed with a 100 ms moving average,
-      both centred), and the ``n``-sample window centred on its peak is taken
+      samples averaged over 25 ms frames, then smoothed with a 100 ms triangular
+      window, i.e. two 50 ms moving averages; all centred), and the ``n``-sample
+      window centred on its peak is taken
       (``start = peak - n // 2``), shifted as little as needed to lie inside the clip
       (``0 <= start <= len - n``). The first maximum wins ties; an all-zero clip
       gives the middle window.

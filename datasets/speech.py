@@ -82,7 +82,9 @@ def resolve_vocabulary(vocabulary) -> list[str]:
             )
         return list(VOCABULARIES[vocabulary])
     if not isinstance(vocabulary, (list, tuple)) or not vocabulary:
-        raise ShiftlabError(f"{key}: must be a preset name ({', '.join(VOCABULARIES)}) or a non-empty list of words, got {vocabulary!r}")
+        raise ShiftlabError(
+            f"{key}: must be a preset name ({', '.join(VOCABULARIES)}) or a non-empty list of words, got {vocabulary!r}"
+        )
     words = []
     for w in vocabulary:
         if not isinstance(w, str) or not w.strip() or "/" in w or w.startswith("-") or w != w.strip():

@@ -224,8 +224,8 @@ SCHEMA: dict[str, Any] = {
         },
     },
     "prepare_noise": {
-        "seed": Int(0, 0),
         "sampling_rate": Int(16000, 4000, 96000),
+        "silence_db": Float(-60.0, -150.0, 0.0),
         "recordings": List(
             Str(None),
             ["trigger_rally/*", "dustracing2d/carEngine", "dustracing2d/skid", "openttd/*"],

@@ -1,0 +1,331 @@
+"""Vehicle noise recordings: the scarce resource that synthesis mixes under clean speech.
+
+:func:`prepare` builds one ``Dataset`` in the audio schema from the ``prepare_noise``
+params section: one row per recording, at full length (mono by channel mean,
+resampled to ``sampling_rate``, *not* length-normalised). Recordings that match
+``target_recordings`` get domain ``target`` (held out: only the target dev/test mixes
+may use them); every other selected recording gets domain ``source`` (the bank that
+synthesis draws from). Keeping the two disjoint is the point: a model must not be
+scored on the car noise it was trained with (BRIEF section 4).
+
+Recording ids (select them with fnmatch patterns in ``recordings``):
+
+* ``trigger_rally/engine``, ``trigger_rally/gravel``, ``trigger_rally/wind`` --
+  ``sounds/<name>.wav`` inside the trigger-rally ``data.zip`` (44.1 kHz stereo; the
+  one-shot ``bang`` and ``gear`` effects are not noise beds and are left out);
+* ``dustracing2d/carEngine``, ``dustracing2d/skid`` -- ``<name>.ogg`` in the
+  dustracing2d sounds folder (its other sounds are crowd, bell, menu and crash effects);
+* ``openttd/<slug>`` -- road and rail vehicle sounds inside OpenSFX's ``opensfx.cat``
+  (:func:`read_opensfx`), kept by :func:`is_vehicle_sound`; the slug is the sound's
+  quoted title, lower-cased, runs of other characters -> ``_``
+  (``"Truck/old bus start, pull away"`` -> ``openttd/truck_old_bus_start_pull_away``);
+* ``folder/<relative path without extension>`` -- every audio file under
+  ``prepare_noise.folder`` (always selected when the folder is set).
+
+Labels (``ClassLabel``, sorted names) are noise kinds: ``engine``, ``gravel``,
+``wind`` (trigger-rally), ``engine``, ``skid`` (dustracing2d), the slug (openttd), and
+for folder files the file stem lower-cased with a trailing number removed
+(``engine_02.wav`` -> ``engine``). Groups: the recording id, except for folder files
+inside a subfolder, whose group is ``folder/<first subfolder>`` (one subfolder per car
+or per recording session: its files must never be split apart); files directly in
+the folder are their own group.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import struct
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import datasets as hfds
+import numpy as np
+
+from shiftlab import store
+from shiftlab.datasets import audio
+from shiftlab.errors import ShiftlabError
+
+_KEY = "prepare_noise"
+
+TRIGGER_RALLY = {"engine": "engine", "gravel": "gravel", "wind": "wind"}  # member stem -> kind
+DUSTRACING2D = {"carEngine": "engine", "skid": "skid"}  # file stem -> kind
+PACKAGES = {"trigger_rally": "trigger-rally-data", "dustracing2d": "dustracing2d-data", "openttd": "openttd-opensfx"}
+
+# OpenSFX titles kept: a road or rail vehicle word ...
+OPENSFX_KEEP = re.compile(r"\b(bus|truck|lorry|car|tram|train|locomotive|engine)\b", re.I)
+# ... and none of these (cartoon "Toyland" effects, crashes and breakdowns, ships, aircraft)
+OPENSFX_DROP = re.compile(r"^(toyland|tropical):|breakdown|crash|ship|ferry|plane|jet|helicopter", re.I)
+SILENCE_DB = -60.0
+
+
+# --------------------------------------------------------------------------- OpenSFX
+
+
+def read_opensfx(path) -> list[tuple[str, bytes]]:
+    """The (name, wav bytes) entries of an OpenTTD sound container (``opensfx.cat``).
+
+    Layout (little-endian): an offset table of ``count`` (uint32 offset, uint32 size)
+    pairs, where ``count`` = first offset / 8 and bit 31 of every offset is a format
+    flag (masked off); at each offset one byte ``L``, ``L`` bytes of name (NUL
+    terminated), then a RIFF/WAVE blob of ``size`` bytes. Every field is checked; a
+    malformed container is a :class:`ShiftlabError` naming the file and the entry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ShiftlabError(f"{path}: file not found (install the Debian package {PACKAGES['openttd']})")
+    data = path.read_bytes()
+    bad = f"{path}: malformed opensfx container"
+    if len(data) < 8:
+        raise ShiftlabError(f"{bad}: {len(data)} bytes is too short for an offset table")
+    table = struct.unpack_from("<I", data, 0)[0] & 0x7FFFFFFF
+    if table == 0 or table % 8 or table > len(data):
+        raise ShiftlabError(f"{bad}: first offset {table} is not a table size (a non-zero multiple of 8 inside the file)")
+    out = []
+    for i in range(table // 8):
+        raw_off, size = struct.unpack_from("<II", data, 8 * i)
+        off = raw_off & 0x7FFFFFFF
+        if off < table or off >= len(data):
+            raise ShiftlabError(f"{bad}: entry {i}: offset {off} lies outside the data area ({table}..{len(data)})")
+        n = data[off]
+        name_end = off + 1 + n
+        blob_end = name_end + size
+        if blob_end > len(data):
+            raise ShiftlabError(f"{bad}: entry {i}: {size} bytes at offset {name_end} run past the end of the file")
+        name = data[off + 1 : name_end].split(b"\x00", 1)[0].decode("utf-8", "replace")
+        blob = data[name_end:blob_end]
+        if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
+            raise ShiftlabError(f"{bad}: entry {i} ({name[:40]!r}): not a RIFF/WAVE blob")
+        riff = struct.unpack_from("<I", blob, 4)[0] + 8
+        if riff > size:
+            raise ShiftlabError(f"{bad}: entry {i} ({name[:40]!r}): RIFF size {riff} exceeds the entry size {size}")
+        out.append((name, blob[:riff]))
+    return out
+
+
+def opensfx_title(name: str) -> str:
+    """The quoted title at the start of an OpenSFX entry name (the whole name when unquoted)."""
+    m = re.match(r'\s*"([^"]*)"', name)
+    return (m.group(1) if m else name).strip()
+
+
+def is_vehicle_sound(title: str) -> bool:
+    """The OpenSFX filter: road or rail vehicles only.
+
+    Kept when the title contains one of the words bus, truck, lorry, car, tram,
+    train, locomotive, engine, and none of: a ``Toyland:`` or ``Tropical:`` prefix,
+    breakdown, crash, ship, ferry, plane, jet, helicopter. In OpenSFX 1.0.3 this keeps
+    the truck/bus starts, the modern car horn and the steam, diesel/electric, maglev
+    and monorail train sounds.
+    """
+    return bool(OPENSFX_KEEP.search(title)) and not OPENSFX_DROP.search(title)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "sound"
+
+
+# --------------------------------------------------------------------------- catalogue
+
+# A recording: id -> dict(kind, group, load, recipe fields)
+
+
+def _need_file(path, package: str, key: str, is_dir: bool = False) -> Path:
+    p = Path(path)
+    if not (p.is_dir() if is_dir else p.is_file()):
+        what = "folder" if is_dir else "file"
+        raise ShiftlabError(f"{p}: {what} not found (install the Debian package {package}, or set {key})")
+    return p
+
+
+def _trigger_rally(cfg) -> dict:
+    path = _need_file(cfg["trigger_rally_zip"], PACKAGES["trigger_rally"], f"{_KEY}.trigger_rally_zip")
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = set(z.namelist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ShiftlabError(f"{path}: not a readable zip file ({e})") from None
+    out = {}
+    for stem, kind in TRIGGER_RALLY.items():
+        member = f"sounds/{stem}.wav"
+        if member not in members:
+            raise ShiftlabError(f"{path}: has no {member} (is it the data.zip of {PACKAGES['trigger_rally']}?)")
+        out[f"trigger_rally/{stem}"] = dict(
+            kind=kind,
+            ref=("zip", str(path), member),
+            recipe=dict(source="trigger_rally", file=str(path), member=member),
+        )
+    return out
+
+
+def _dustracing2d(cfg) -> dict:
+    root = _need_file(cfg["dustracing2d_dir"], PACKAGES["dustracing2d"], f"{_KEY}.dustracing2d_dir", is_dir=True)
+    out = {}
+    for stem, kind in DUSTRACING2D.items():
+        f = _need_file(root / f"{stem}.ogg", PACKAGES["dustracing2d"], f"{_KEY}.dustracing2d_dir")
+        out[f"dustracing2d/{stem}"] = dict(
+            kind=kind, ref=("file", str(f), None), recipe=dict(source="dustracing2d", file=str(f))
+        )
+    return out
+
+
+def _openttd(cfg) -> dict:
+    path = Path(cfg["opensfx_cat"])
+    entries = read_opensfx(path)
+    out = {}
+    for i, (name, blob) in enumerate(entries):
+        title = opensfx_title(name)
+        if not is_vehicle_sound(title):
+            continue
+        s = slug(title)
+        rid = f"openttd/{s}"
+        if rid in out:
+            s = f"{s}_{i}"
+            rid = f"openttd/{s}"
+        out[rid] = dict(
+            kind=s,
+            ref=("bytes", blob, f"{path}:{i}"),
+            recipe=dict(source="openttd", file=str(path), member=i, title=title),
+        )
+    return out
+
+
+def _folder_kind(stem: str) -> str:
+    k = re.sub(r"[\s_.-]*\d+$", "", stem).lower()
+    return k or stem.lower()
+
+
+def _folder(folder) -> dict:
+    root = Path(folder)
+    if not root.exists():
+        raise ShiftlabError(f"{root}: folder not found ({_KEY}.folder)")
+    if not root.is_dir():
+        raise ShiftlabError(f"{root}: not a folder ({_KEY}.folder)")
+    files = audio.audio_files(root)
+    if not files:
+        raise ShiftlabError(
+            f"{root}: no audio files ({_KEY}.folder; looked for {', '.join(e[1:] for e in audio.AUDIO_EXTENSIONS)})"
+        )
+    out = {}
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        stem_rel = rel[: -len(f.suffix)]
+        rid = f"folder/{stem_rel}"
+        if rid in out:
+            raise ShiftlabError(f"{f}: two files share the recording id {rid!r} (same name, different extension)")
+        parts = stem_rel.split("/")
+        group = f"folder/{parts[0]}" if len(parts) > 1 else rid
+        out[rid] = dict(
+            kind=_folder_kind(f.stem),
+            group=group,
+            ref=("file", str(f), None),
+            recipe=dict(source="folder", folder=str(folder), file=rel),
+        )
+    return out
+
+
+_SOURCES = {"trigger_rally/": _trigger_rally, "dustracing2d/": _dustracing2d, "openttd/": _openttd}
+
+
+def _head(pattern: str) -> str:
+    """The literal part of an fnmatch pattern before its first wildcard."""
+    m = re.search(r"[*?\[]", pattern)
+    return pattern if m is None else pattern[: m.start()]
+
+
+def catalogue(cfg: dict, patterns: Sequence[str] | None = None) -> dict:
+    """Recording id -> description, for the sources that ``patterns`` may select (default: all).
+
+    Only sources whose id prefix could match a pattern are opened, so a missing Debian
+    package matters only when it is asked for (and is then named in the error).
+    """
+    patterns = list(cfg["recordings"]) if patterns is None else list(patterns)
+    out = {}
+    for prefix, fn in _SOURCES.items():
+        if any(prefix.startswith(_head(p)) or _head(p).startswith(prefix) for p in patterns):
+            out.update(fn(cfg))
+    if cfg.get("folder"):
+        out.update(_folder(cfg["folder"]))
+    return out
+
+
+def _load(ref) -> tuple[np.ndarray, int]:
+    kind, a, b = ref
+    if kind == "zip":
+        with zipfile.ZipFile(a) as z:
+            data = z.read(b)
+        return audio.read_audio(data, name=f"{a}:{b}")
+    if kind == "bytes":
+        return audio.read_audio(a, name=b)
+    return audio.read_audio(a)
+
+
+def _where(ref) -> str:
+    kind, a, b = ref
+    return f"{a}:{b}" if kind == "zip" else (b if kind == "bytes" else a)
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def prepare(cfg: dict) -> hfds.Dataset:
+    """Build the noise dataset described by the ``prepare_noise`` params section (module docstring)."""
+    sr = int(cfg["sampling_rate"])
+    silence_db = float(cfg.get("silence_db", SILENCE_DB))
+    patterns = list(cfg["recordings"])
+    targets = list(cfg["target_recordings"])
+    cat = catalogue(cfg, patterns)
+    ids = sorted(cat)
+    selected = set()
+    for p in patterns:
+        hit = [i for i in ids if fnmatch.fnmatchcase(i, p)]
+        if not hit:
+            raise ShiftlabError(
+                f"{_KEY}.recordings: pattern {p!r} matches no recording (known: {', '.join(ids) or 'none'})"
+            )
+        selected.update(hit)
+    if cfg.get("folder"):
+        selected.update(i for i in ids if i.startswith("folder/"))
+    if not selected:
+        raise ShiftlabError(f"{_KEY}.recordings: no recordings selected (and no {_KEY}.folder)")
+    chosen = sorted(selected)
+    held = set()
+    for p in targets:
+        hit = [i for i in chosen if fnmatch.fnmatchcase(i, p)]
+        if not hit:
+            raise ShiftlabError(f"{_KEY}.target_recordings: pattern {p!r} matches none of the selected recordings")
+        held.update(hit)
+    if not held:
+        raise ShiftlabError(f"{_KEY}.target_recordings: no recording is held out for the target domain")
+    if held == set(chosen):
+        raise ShiftlabError(
+            f"{_KEY}.target_recordings: every selected recording is held out for the target; none is left for synthesis"
+        )
+
+    def work(rid):
+        ref = cat[rid]["ref"]
+        x, orig = _load(ref)
+        if audio.is_silent(x, silence_db):
+            raise ShiftlabError(
+                f"{_where(ref)}: silent noise clip (RMS {audio.rms_db(x):.1f} dBFS < {_KEY}.silence_db {silence_db:g})"
+            )
+        return audio.resample(x, orig, sr), orig, len(x)
+
+    results = audio.map_ordered(work, chosen, 0, "reading noise")
+    names = sorted({cat[i]["kind"] for i in chosen})
+    rows = []
+    for rid, (y, orig, m) in zip(chosen, results):
+        d = cat[rid]
+        rows.append(
+            dict(
+                id=rid,
+                audio=y,
+                sampling_rate=sr,
+                label=d["kind"],
+                domain="target" if rid in held else "source",
+                group=d.get("group", rid),
+                recipe=store.recipe(**d["recipe"], recording=rid, sampling_rate=orig, seconds=round(m / orig, 6)),
+            )
+        )
+    return audio.build_dataset(rows, names)
