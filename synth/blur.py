@@ -1,0 +1,442 @@
+"""The ``shiftlab synth blur`` stage: motion-blurred copies of sharp source training images.
+
+Machine Learning Yearning's video case (ch. 39-40): dev frames are motion blurred, the
+training photos are sharp, so we add simulated motion blur to the sharp training images
+so that they look like dev. :func:`make_synthetic` takes the mismatch splits and returns
+the synthetic rows, ready for :func:`shiftlab.datasets.splits.attach_synthetic`.
+
+Which rows are blurred
+    *Eligible parents* are the rows of ``train`` and ``train_dev`` with domain ``source``
+    and origin ``real`` (never dev/test, never target rows, never synthetic rows).
+    They are numbered by **id order** (sorted ids): the *parent position* ``p`` of a row
+    is its rank among the eligible ids, so it does not depend on row order or on how the
+    rows are divided between train and train_dev. A seeded ``fraction`` of them is used:
+    ``n = floor(fraction * eligible + 0.5)`` parents, namely those whose rank in the
+    permutation ``seeding.sample_rng(seed, 0, "blur", "select").permutation(eligible)``
+    is below ``n`` (raising ``fraction`` keeps every earlier choice). Each chosen parent
+    gets ``copies`` synthetic rows ``c = 0 .. copies-1``.
+
+Kernels
+    Row (p, c) is blurred with ``kernels.sample(seeding.sample_rng(seed, p, "blur", c),
+    cfg["kernels"])``; its recipe stores the kernel record and that per-row seed
+    (``seeding.sample_seed(seed, p, "blur", c)``), so :func:`regenerate` rebuilds the
+    pixels from the recipe and the parent image alone. Kernel sampling and rendering (the
+    slow part: a Python loop per camera-shake path) runs in ``workers`` processes.
+
+Determinism
+    Every image is blurred by :func:`apply_kernels`, which groups a batch by the exact
+    support of each kernel and picks the convolution method (direct or FFT) from that
+    support alone, so an image's pixels never depend on which other images share its
+    batch: the output is the same for every ``batch_size`` and ``workers``, and the same
+    params + seed give byte-identical :func:`shiftlab.store.save` output. On CUDA the
+    pixels can differ from the CPU's by one grey level where the exact value is a
+    rounding tie (cuDNN vs oneDNN summation order); :func:`regenerate` runs on the CPU.
+
+Output rows (image schema, see :mod:`shiftlab.datasets.schema`): ``id`` =
+``<parent id>/blur<c>``, ``origin`` ``synthetic``, ``parent`` = the parent's id,
+``group`` / ``domain`` / ``label`` = the parent's, ``recipe`` = canonical JSON with
+``stage`` ("synth_blur"), ``kernel`` (record), ``family``, ``seed`` (per-row), ``index``
+(p), ``copy`` (c) and ``parent``. Rows come in (p, c) order.
+
+Heavy modules (torch, Hugging Face datasets) are imported inside the functions that
+need them, so the kernel worker processes start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+from itertools import islice
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from shiftlab import seeding
+from shiftlab.errors import ShiftlabError
+from shiftlab.synth import kernels
+
+__all__ = [
+    "DEFAULTS",
+    "NARROW",
+    "make_synthetic",
+    "regenerate",
+    "apply_kernels",
+    "resolve_device",
+    "eligible_parents",
+]
+
+#: Defaults of the ``synth_blur`` params section. ``kernels`` is the :func:`kernels.sample`
+#: cfg (family weights and ranges), by default :data:`kernels.DEFAULT_SAMPLE_CFG`.
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "fraction": 1.0,
+    "copies": 1,
+    "batch_size": 512,
+    "device": "auto",
+    "workers": 0,
+    "kernels": copy.deepcopy(kernels.DEFAULT_SAMPLE_CFG),
+}
+
+#: A deliberately narrow cfg (one straight kernel: 9 px at 45 degrees, symmetric): every
+#: synthetic row gets the same kernel. For tests and for the diversity checks' "low
+#: diversity" example.
+NARROW: dict[str, Any] = {
+    **copy.deepcopy(DEFAULTS),
+    "kernels": {
+        "families": {"linear": 1.0},
+        "linear": {"length": [9.0, 9.0], "angle": [45.0, 45.0], "direction": [0.0, 0.0]},
+    },
+}
+
+PURPOSE = "blur"
+_KEY = "synth_blur"
+_CHUNK = 256  # kernels per worker task
+_POOL_MIN = 4096  # workers=0 (auto) uses processes from this many kernels on
+_PROGRESS_MIN = 200
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _merge(defaults: Mapping[str, Any], cfg: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    """Top-level merge of ``cfg`` over ``defaults``; an unknown key is a one-line error."""
+    out = copy.deepcopy(dict(defaults))
+    if cfg is None:
+        return out
+    if not isinstance(cfg, Mapping):
+        raise ShiftlabError(f"{where}: must be a mapping of keys, got {cfg!r}")
+    for k, v in cfg.items():
+        if k not in out:
+            import difflib
+
+            hint = difflib.get_close_matches(str(k), list(out), 1)
+            raise ShiftlabError(f"{where}.{k}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}")
+        out[k] = copy.deepcopy(v)
+    return out
+
+
+def _int(cfg, key, lo, where=_KEY) -> int:
+    v = cfg[key]
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ShiftlabError(f"{where}.{key}: must be an integer >= {lo}, got {v!r}")
+    return int(v)
+
+
+def _check_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    c = _merge(DEFAULTS, cfg, _KEY)
+    _int(c, "seed", 0)
+    _int(c, "copies", 1)
+    _int(c, "batch_size", 1)
+    _int(c, "workers", 0)
+    f = c["fraction"]
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not (0.0 <= float(f) <= 1.0):
+        raise ShiftlabError(f"{_KEY}.fraction: must be a number in [0, 1], got {f!r}")
+    c["fraction"] = float(f)
+    try:  # fail early, with the params key, on a bad kernel cfg
+        kernels.sample(0, c["kernels"])
+    except ShiftlabError as e:
+        raise ShiftlabError(f"{_KEY}.kernels: {e}") from None
+    return c
+
+
+def resolve_device(device: str | None = "auto"):
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given."""
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ShiftlabError(f"{_KEY}.device: {device!r} is not a device (auto, cpu, cuda, cuda:N): {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ShiftlabError(f"{_KEY}.device: {device!r} requested but CUDA is not available (use auto or cpu)")
+    return dev
+
+
+# --------------------------------------------------------------------------- kernels in worker processes
+
+
+def _workers(workers: int, total: int) -> int:
+    if workers and workers > 0:
+        return int(workers)
+    if total < _POOL_MIN:
+        return 1
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def map_ordered(fn: Callable, tasks: Sequence, workers: int) -> Iterator:
+    """``map(fn, tasks)`` in order; in ``workers`` spawned processes when ``workers > 1``.
+
+    ``fn`` must be a picklable top-level function of a module that imports quickly
+    (no torch). Spawned, not forked: the parent holds torch and Arrow threads.
+    """
+    if workers <= 1 or len(tasks) <= 1:
+        for t in tasks:
+            yield fn(t)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(min(workers, len(tasks))) as pool:
+        yield from pool.imap(fn, tasks)
+
+
+def _sample_chunk(task) -> list[tuple[int, dict, np.ndarray]]:
+    """Worker: (seed, [(p, c), ...], kernel cfg, purpose) -> [(row seed, record, kernel array)]."""
+    seed, keys, kcfg, purpose = task
+    out = []
+    for p, c in keys:
+        s = seeding.sample_seed(seed, int(p), purpose, int(c))
+        k = kernels.sample(np.random.default_rng(s), kcfg)
+        out.append((s, k.to_record(), k.render()))
+    return out
+
+
+def _kernel_stream(seed: int, keys: Sequence[tuple[int, int]], kcfg, purpose: str, workers: int) -> Iterator:
+    tasks = [(seed, list(keys[i : i + _CHUNK]), kcfg, purpose) for i in range(0, len(keys), _CHUNK)]
+    for chunk in map_ordered(_sample_chunk, tasks, _workers(workers, len(keys))):
+        yield from chunk
+
+
+# --------------------------------------------------------------------------- applying kernels
+
+
+def _crop_support(k: np.ndarray) -> np.ndarray:
+    from shiftlab.synth import apply
+
+    rh, rw = apply.kernel_support(k)
+    ch, cw = k.shape[0] // 2, k.shape[1] // 2
+    return np.ascontiguousarray(k[ch - rh : ch + rh + 1, cw - rw : cw + rw + 1], dtype=np.float32)
+
+
+def apply_kernels(images, kernel_list: Sequence) -> Any:
+    """Blur image ``i`` of a torch ``(N, C, H, W)`` batch with ``kernel_list[i]``, batch-independently.
+
+    ``kernel_list`` items: :class:`kernels.Kernel` objects, records or 2-D odd arrays. The
+    images are grouped by the exact support of their kernel (its smallest centred odd
+    rectangle) and each group goes through :func:`apply.blur_batch` with a method chosen
+    from the support alone (FFT from ``apply.FFT_MIN_TAPS["cpu"]`` taps on, on every device),
+    so no image's pixels depend on the other images in the batch. Returns a tensor of the
+    input's dtype on the input's device (uint8 rounded half to even and saturated; float
+    not clipped).
+    """
+    import torch
+
+    from shiftlab.synth import apply
+
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ShiftlabError("apply_kernels: images must be a torch tensor (N, C, H, W)")
+    n = images.shape[0]
+    if len(kernel_list) != n:
+        raise ShiftlabError(f"apply_kernels: {len(kernel_list)} kernels for {n} images")
+    if n == 0:
+        return images.clone()
+    arrs = [_crop_support(apply.kernel_array(k, name=f"kernels[{i}]")) for i, k in enumerate(kernel_list)]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, a in enumerate(arrs):
+        groups.setdefault(a.shape, []).append(i)
+    fft_min = apply.FFT_MIN_TAPS["cpu"]
+    if len(groups) == 1:
+        (shape, _), = groups.items()
+        method = "fft" if shape[0] * shape[1] >= fft_min else "direct"
+        return apply.blur_batch(images, np.stack(arrs), method=method)
+    out = torch.empty_like(images)
+    for shape in sorted(groups):
+        idx = groups[shape]
+        method = "fft" if shape[0] * shape[1] >= fft_min else "direct"
+        it = torch.as_tensor(idx, dtype=torch.long, device=images.device)
+        y = apply.blur_batch(images.index_select(0, it), np.stack([arrs[i] for i in idx]), method=method)
+        out.index_copy_(0, it, y)
+    return out
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _meta(ds, names: Sequence[str]) -> dict[str, np.ndarray]:
+    if len(ds) == 0:
+        return {n: np.array([], dtype=np.int64 if n == "label" else object) for n in names}
+    table = ds.select_columns(list(names)).with_format("arrow")[:]
+    out = {}
+    for n in names:
+        a = table.column(n).to_numpy(zero_copy_only=False)
+        out[n] = a.astype(np.int64) if n == "label" else a.astype(object)
+    return out
+
+
+def eligible_parents(splits) -> dict[str, np.ndarray]:
+    """The eligible parents in id order: arrays ``id``, ``split`` (name), ``row``, ``label``, ``domain``, ``group``.
+
+    Eligible = rows of train and train_dev with domain ``source`` and origin ``real``.
+    """
+    from shiftlab.datasets import schema
+
+    parts = []
+    for s in ("train", "train_dev"):
+        if s not in splits:
+            raise ShiftlabError(f"splits: missing split {s} (have: {', '.join(splits) or 'none'})")
+        d = splits[s]
+        if schema.modality(d) != "image":
+            raise ShiftlabError(f"splits: {s} is not an image dataset (synth blur needs an image column)")
+        m = _meta(d, ("id", "label", "domain", "origin", "group"))
+        ok = np.flatnonzero((m["domain"] == "source") & (m["origin"] == "real"))
+        parts.append(
+            {
+                "id": m["id"][ok].astype(str),
+                "split": np.full(len(ok), s, dtype=object),
+                "row": ok.astype(np.int64),
+                "label": m["label"][ok],
+                "domain": m["domain"][ok],
+                "group": m["group"][ok],
+            }
+        )
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.argsort(out["id"], kind="stable")
+    return {k: v[order] for k, v in out.items()}
+
+
+def _choose(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted positions of the chosen parents (module docstring)."""
+    k = int(math.floor(fraction * n + 0.5))
+    if k >= n:
+        return np.arange(n, dtype=np.int64)
+    rank = seeding.sample_rng(seed, 0, PURPOSE, "select").permutation(n)
+    return np.flatnonzero(rank < k).astype(np.int64)
+
+
+def _read_rows(splits, split_names: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """uint8 (N, C, H, W) images of (split, row) pairs, in the given order."""
+    from shiftlab.datasets import schema
+
+    out = None
+    for s in np.unique(split_names):
+        sel = np.flatnonzero(split_names == s)
+        uniq, inv = np.unique(rows[sel], return_inverse=True)
+        imgs = schema.chw_batch(splits[str(s)].select(uniq.tolist()))
+        if out is None:
+            out = np.empty((len(rows),) + imgs.shape[1:], dtype=np.uint8)
+        out[sel] = imgs[inv.reshape(-1)]
+    return out
+
+
+def _image_column(chw: np.ndarray):
+    from shiftlab.datasets import images as img_mod
+
+    return img_mod._image_column(chw.transpose(0, 2, 3, 1))  # (N, H, W, C) view; stored (C, H, W)
+
+
+def make_synthetic(splits, cfg: Mapping[str, Any] | None = None, device: str = "auto", progress: bool = True):
+    """Motion-blurred synthetic rows for the eligible train/train_dev parents (module docstring).
+
+    Args:
+        splits: the mismatch splits (a ``DatasetDict`` with train, train_dev, dev, test).
+        cfg: the ``synth_blur`` section (plain dict; missing keys take :data:`DEFAULTS`).
+        device: ``"auto"`` (then ``cfg["device"]`` decides; its ``"auto"`` is CUDA when
+            available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        progress: show a tqdm bar (from 200 rows on).
+
+    Returns:
+        A ``Dataset`` in the image schema (same features as the splits, no ``weight``) with
+        ``round(fraction * eligible) * copies`` rows (rounded half up), accepted by
+        :func:`shiftlab.datasets.splits.attach_synthetic`.
+    """
+    import datasets as hfds
+    import pyarrow as pa
+    import torch
+    from tqdm.auto import tqdm
+
+    from shiftlab import store
+    from shiftlab.datasets import schema
+
+    c = _check_cfg(cfg)
+    dev = resolve_device(c["device"] if device in (None, "auto") else device)
+    seed, copies, bs = c["seed"], c["copies"], c["batch_size"]
+    train = splits["train"] if "train" in splits else None
+    if train is None:
+        raise ShiftlabError("splits: missing split train")
+    names = schema.label_names(train)
+    h, w, ch = schema.image_shape(train)
+    feats = schema.image_features(names, (h, w, ch))
+
+    el = eligible_parents(splits)
+    chosen = _choose(len(el["id"]), c["fraction"], seed)
+    keys = [(int(p), k) for p in chosen for k in range(copies)]
+    n = len(keys)
+    images = np.empty((n, ch, h, w), dtype=np.uint8)
+    recipes: list[str] = []
+    stream = _kernel_stream(seed, keys, c["kernels"], PURPOSE, c["workers"])
+    bar = tqdm(total=n, desc="synth blur", unit="img", disable=not progress or n < _PROGRESS_MIN)
+    try:
+        for start in range(0, n, bs):
+            batch = keys[start : start + bs]
+            ks = list(islice(stream, len(batch)))
+            pos = np.array([p for p, _ in batch], dtype=np.int64)
+            x = _read_rows(splits, el["split"][pos], el["row"][pos])
+            xt = torch.from_numpy(x).to(dev)
+            y = apply_kernels(xt, [a for _, _, a in ks])
+            images[start : start + len(batch)] = y.cpu().numpy()
+            for (p, k), (s, rec, _) in zip(batch, ks):
+                recipes.append(
+                    store.recipe(stage=_KEY, kernel=rec, family=rec["family"], seed=int(s), index=p, copy=k,
+                                 parent=str(el["id"][p]))
+                )
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        stream.close()
+
+    pos = np.array([p for p, _ in keys], dtype=np.int64)
+    parent_ids = [str(i) for i in el["id"][pos]]
+    ids = [f"{pid}/blur{k}" for pid, (_, k) in zip(parent_ids, keys)]
+    labels = el["label"][pos].astype(np.int64)
+    domains = [str(d) for d in el["domain"][pos]]
+    groups = [str(g) for g in el["group"][pos]]
+    columns = {
+        "id": pa.array(ids, pa.string()),
+        "image": _image_column(images),
+        "label": pa.array(labels, pa.int64()),
+        "domain": pa.array(domains, pa.string()),
+        "origin": pa.array(["synthetic"] * n, pa.string()),
+        "group": pa.array(groups, pa.string()),
+        "parent": pa.array(parent_ids, pa.string()),
+        "recipe": pa.array(recipes, pa.string()),
+    }
+    table = pa.table({k: columns[k] for k in feats})
+    fp = hashlib.blake2b(digest_size=8)
+    fp.update(repr((names, images.shape)).encode())
+    fp.update(images.data)
+    fp.update(labels.tobytes())
+    for col in (ids, domains, groups, parent_ids, recipes):
+        fp.update("\x00".join(col).encode())
+    return hfds.Dataset(hfds.table.InMemoryTable(table), info=hfds.DatasetInfo(features=feats),
+                        fingerprint=fp.hexdigest())
+
+
+def regenerate(recipe: str | Mapping[str, Any], parent_image_hwc) -> np.ndarray:
+    """The pixels of a synthetic row from its recipe and its parent's image.
+
+    ``parent_image_hwc``: uint8 ``(H, W, C)`` (or ``(H, W)``), e.g.
+    ``schema.hwc(parent_row["image"])``. Returns uint8 of the same shape, byte-identical
+    to :func:`make_synthetic`'s pixels computed on the CPU.
+    """
+    import torch
+
+    rec = json.loads(recipe) if isinstance(recipe, (str, bytes)) else dict(recipe)
+    if "kernel" not in rec:
+        raise ShiftlabError("regenerate: recipe has no 'kernel' record (not a synth blur row?)")
+    kern = kernels.from_record(rec["kernel"])
+    img = np.asarray(parent_image_hwc)
+    if img.dtype != np.uint8:
+        raise ShiftlabError(f"regenerate: parent image must be uint8, got {img.dtype}")
+    two_d = img.ndim == 2
+    if two_d:
+        img = img[:, :, None]
+    if img.ndim != 3:
+        raise ShiftlabError(f"regenerate: parent image must be (H, W) or (H, W, C), got shape {img.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))[None])
+    y = apply_kernels(x, [kern])[0].numpy().transpose(1, 2, 0)
+    y = np.ascontiguousarray(y)
+    return y[:, :, 0] if two_d else y
