@@ -92,16 +92,57 @@ def prepare(cfg: dict) -> hfds.Dataset:
     kind = cfg["kind"]
     sub = cfg[kind]
     if kind == "fashion_mnist":
-        return from_fashion_mnist(sub["dir"], sub["source_rows"], sub["target_rows"], seed=cfg["seed"])
-    if kind == "folder":
-        return from_folder(
+        ds = from_fashion_mnist(sub["dir"], sub["source_rows"], sub["target_rows"], seed=cfg["seed"])
+    elif kind == "folder":
+        ds = from_folder(
             sub["source"], sub["target"], size=sub["size"], mode=sub["mode"], group_pattern=sub["group_pattern"]
         )
-    if kind == "hub":
+    elif kind == "hub":
         if not sub["id"]:
             raise ShiftlabError(f"{_KEY}.hub.id: required when {_KEY}.kind is hub (a hub dataset id or a local directory)")
-        return from_hub(**sub, seed=cfg["seed"])
-    raise ShiftlabError(f"{_KEY}.kind: unknown kind {kind!r} (fashion_mnist, folder, hub)")
+        ds = from_hub(**sub, seed=cfg["seed"])
+    else:
+        raise ShiftlabError(f"{_KEY}.kind: unknown kind {kind!r} (fashion_mnist, folder, hub)")
+    frames_cfg = cfg.get("frames") or {}
+    mode = frames_cfg.get("apply", "auto")
+    if mode == "on" or (mode == "auto" and kind == "fashion_mnist"):
+        ds = simulate_target_frames(ds, frames_cfg)
+    return ds
+
+
+def simulate_target_frames(ds: hfds.Dataset, frames_cfg: dict | None = None, progress: bool = True) -> hfds.Dataset:
+    """Replace every target row's image by a simulated video frame (:mod:`shiftlab.synth.frames`).
+
+    A row's degradation is seeded by ``frames.seed`` and the crc32 of its id (stable whatever
+    rows are selected); its recipe gains a ``frames`` record that regenerates the frame from
+    the sharp image (:func:`shiftlab.synth.frames.regenerate`). Source rows are untouched.
+    """
+    import json
+
+    from shiftlab.synth import frames
+
+    cfg = frames.check_cfg(frames_cfg)
+    table = ds.with_format("arrow")[:]
+    domains = np.asarray(table.column("domain").to_pylist(), dtype=object)
+    tgt = np.flatnonzero(domains == "target")
+    if len(tgt) == 0:
+        return ds
+    chw = schema.chw_batch(ds)
+    ids = table.column("id").to_pylist()
+    index = [zlib.crc32(ids[i].encode("utf-8")) for i in tgt]
+    out, recs = frames.simulate(chw[tgt], index, cfg, progress=progress)
+    chw = chw.copy()
+    chw[tgt] = out
+    recipes = table.column("recipe").to_pylist()
+    for i, r in zip(tgt.tolist(), recs):
+        doc = json.loads(recipes[i]) if recipes[i] else {}
+        doc["frames"] = json.loads(r)
+        recipes[i] = store.recipe(**doc)
+    names = schema.label_names(ds)
+    return _build(
+        chw.transpose(0, 2, 3, 1), np.asarray(table.column("label").to_numpy(), dtype=np.int64), names, ids,
+        table.column("domain").to_pylist(), table.column("group").to_pylist(), recipes,
+    )
 
 
 # --------------------------------------------------------------------------- helpers

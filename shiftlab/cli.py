@@ -2,6 +2,7 @@
 
     shiftlab prepare images|speech|noise   build a data source as a Dataset on disk
     shiftlab split images|audio            train / train_dev / dev / test + weights + report
+    shiftlab synth blur [--section S]      motion-blurred synthetic rows of the train source images
     shiftlab params [--defaults]           print the validated params (all defaults filled)
 
 Every stage reads its own section of params.yaml (validated on load), writes its
@@ -96,6 +97,43 @@ def cmd_split(args) -> None:
     print(f"{name}: {sizes} -> {out}; report {md} [{time.perf_counter() - t0:.1f} s]")
 
 
+SYNTH = Path("data/synth")
+
+
+def cmd_synth(args) -> None:
+    """shiftlab synth blur: synthetic rows made from the train/train_dev source rows of the splits."""
+    t0 = time.perf_counter()
+    from shiftlab import store
+    from shiftlab.datasets import schema
+
+    if args.what == "blur":
+        section = args.section or "synth_blur"
+        if not section.startswith("synth_blur"):
+            raise ShiftlabError(f"--section {section}: synth blur reads a synth_blur* section")
+        from shiftlab.synth import blur as mod
+
+        default_in = SPLITS / "images"
+    else:  # pragma: no cover - argparse restricts the choices
+        raise ShiftlabError(f"unknown synthesis {args.what!r}")
+    cfg = config.section(section, args.params)
+    src = Path(args.input or default_in)
+    splits = store.load(src, "split dataset", f"run `shiftlab split {default_in.name}` first")
+    ds = mod.make_synthetic(splits, cfg, progress=True)
+    out = Path(args.out or SYNTH / section.replace("synth_", "", 1))
+    if len(ds):
+        schema.check(ds, f"synth {args.what}")
+    store.save(ds, out)
+    fam = ""
+    if len(ds):
+        import json
+
+        fam = ", " + _fmt_counts(json.loads(r)["family"] for r in ds["recipe"])
+    print(
+        f"synth {args.what} [{section}]: {len(ds):,} synthetic rows from "
+        f"{len(set(ds['parent'])):,} parents{fam} -> {out} [{time.perf_counter() - t0:.1f} s]"
+    )
+
+
 def cmd_params(args) -> None:
     import yaml
 
@@ -128,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report", help="markdown report (default reports/split_WHAT.md)")
     sp.set_defaults(func=cmd_split)
 
+    sp = sub.add_parser("synth", help="synthetic training rows (blur: motion-blurred copies of sharp source images)")
+    sp.add_argument("what", choices=["blur"])
+    sp.add_argument("--section", help="params section (default synth_blur; e.g. synth_blur_narrow)")
+    sp.add_argument("--input", help="split dataset (default data/splits/images)")
+    sp.add_argument("--out", help="output directory (default data/synth/<section without synth_>)")
+    sp.set_defaults(func=cmd_synth)
+
     sp = sub.add_parser("params", help="print the validated params with defaults filled in")
     sp.add_argument("--defaults", action="store_true", help="print the built-in defaults instead")
     sp.add_argument("--section", help="only this section")
@@ -142,6 +187,9 @@ def main(argv=None) -> int:
     except ShiftlabError as e:
         print(f"shiftlab: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `shiftlab params | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("shiftlab: interrupted; previous outputs are left intact", file=sys.stderr)
         return 130

@@ -191,6 +191,24 @@ SCHEMA: dict[str, Any] = {
             "source_rows": Int(None, 1, nullable=True),
             "target_rows": Int(None, 1, nullable=True),
         },
+        # the simulated video-frame target (shiftlab.synth.frames): camera shake unlike the
+        # synthesis stage's, defocus and sensor noise
+        "frames": {
+            "apply": Str("auto", ["auto", "on", "off"]),
+            "seed": Int(1234, 0),
+            "shake": {
+                "max_length": Range([8.0, 16.0], 0.0, 500.0),
+                "exposure": Range([0.5, 0.9], 0.001, 1.0),
+                "anxiety": Range([0.015, 0.04], 0.0, 1.0),
+                "jitter": Range([10.0, 20.0], 0.0, 1000.0),
+                "centripetal": Range([0.2, 0.6], 0.0, 100.0),
+                "impulse_prob": Range([0.05, 0.3], 0.0, 1000.0),
+                "n_steps": Int(512, 2, 100000),
+            },
+            "defocus_sigma": Range([0.3, 0.9], 0.0, 20.0),
+            "photons": Range([150.0, 600.0], 0.001, 1e9),
+            "read_noise": Range([0.5, 2.0], 0.0, 255.0),
+        },
     },
     "prepare_speech": {
         "seed": Int(0, 0),
@@ -253,6 +271,48 @@ SCHEMA["split_images"] = copy.deepcopy(_SPLIT)
 SCHEMA["split_audio"] = copy.deepcopy(_SPLIT)
 
 
+def _blur_section(families, linear, shake) -> dict:
+    """Schema of a ``synth_blur*`` section (see shiftlab.synth.blur and kernels.sample)."""
+    return {
+        "seed": Int(0, 0),
+        "fraction": Float(1.0, 0.0, 1.0),
+        "copies": Int(1, 1, 1000),
+        "batch_size": Int(512, 1, 1 << 20),
+        "device": Str("auto"),
+        "workers": Int(0, 0, 256),
+        "kernels": {
+            "families": {"linear": Float(families[0], 0.0), "shake": Float(families[1], 0.0)},
+            "linear": {
+                "length": Range(linear[0], 0.0, 500.0),
+                "angle": Range(linear[1], -360.0, 360.0),
+                "direction": Range(linear[2], -1.0, 1.0),
+            },
+            "shake": {
+                "max_length": Range(shake[0], 0.0, 500.0),
+                "exposure": Range(shake[1], 0.001, 1.0),
+                "anxiety": Range(shake[2], 0.0, 1.0),
+                "jitter": Range(shake[3], 0.0, 1000.0),
+                "centripetal": Range(shake[4], 0.0, 100.0),
+                "impulse_prob": Range(shake[5], 0.0, 1000.0),
+                "n_steps": Int(512, 2, 100000),
+            },
+        },
+    }
+
+
+# the default synthesis and a deliberately narrow one (one kernel: 9 px at 45 degrees)
+SCHEMA["synth_blur"] = _blur_section(
+    (0.5, 0.5),
+    ([3.0, 15.0], [0.0, 180.0], [-1.0, 1.0]),
+    ([5.0, 25.0], [0.3, 1.0], [0.001, 0.01], [0.0, 10.0], [0.0, 0.7], [0.0, 0.2]),
+)
+SCHEMA["synth_blur_narrow"] = _blur_section(
+    (1.0, 0.0),
+    ([9.0, 9.0], [45.0, 45.0], [0.0, 0.0]),
+    ([5.0, 25.0], [0.3, 1.0], [0.001, 0.01], [0.0, 10.0], [0.0, 0.7], [0.0, 0.2]),
+)
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -308,5 +368,6 @@ def load(path: str | Path = PARAMS_FILE) -> dict:
 def section(name: str, path: str | Path = PARAMS_FILE) -> dict:
     """The validated section ``name`` of the params file."""
     if name not in SCHEMA:
-        raise KeyError(name)
+        hint = difflib.get_close_matches(name, list(SCHEMA), 1)
+        raise ShiftlabError(f"{path}: no params section {name!r}{f' (did you mean {hint[0]}?)' if hint else ''}")
     return load(path)[name]

@@ -83,7 +83,8 @@ def project(tmp_path_factory, request):
 
 def test_repro_builds_every_output(project):
     work, _, first = project
-    for stage in ("prepare images", "prepare speech", "prepare noise", "split_images", "split_audio"):
+    for stage in ("prepare images", "prepare speech", "prepare noise", "split_images", "split_audio",
+                  "synth blur [synth_blur]", "synth blur [synth_blur_narrow]"):
         assert stage in first.stdout, first.stdout  # one summary line per stage
     imgs = store.load(work / "data/prepared/images")
     assert len(imgs) == 800 and set(imgs["domain"]) == {"source", "target"}
@@ -95,6 +96,15 @@ def test_repro_builds_every_output(project):
     assert set(speech["dev"]["group"]).isdisjoint(speech["test"]["group"])
     noise = store.load(work / "data/prepared/noise")
     assert {"source", "target"} == set(noise["domain"])
+    # the image target is simulated video frames; synthesis only blurs train/train_dev source rows
+    tgt = imgs.filter(lambda d: d == "target", input_columns="domain")
+    assert all("frames" in json.loads(r) for r in tgt["recipe"])
+    n_src = sum(1 for s in ("train", "train_dev") for d in splits[s]["domain"] if d == "source")
+    for name in ("blur", "blur_narrow"):
+        syn = store.load(work / "data/synth" / name)
+        assert len(syn) == n_src and set(syn["origin"]) == {"synthetic"}
+    narrow = store.load(work / "data/synth/blur_narrow")
+    assert len({json.dumps(json.loads(r)["kernel"], sort_keys=True) for r in narrow["recipe"]}) == 1
     metrics = json.loads((work / "metrics/split_images.json").read_text())
     assert sum(metrics["rows"].values()) == 800
     assert (work / "reports/split_audio.md").read_text().strip()
@@ -111,8 +121,10 @@ def test_second_repro_skips_everything(project):
 
 def test_forced_rerun_is_byte_identical(project):
     work, run, _ = project
-    before = {p: store.tree_digest(work / p) for p in ("data/prepared/speech", "data/splits/images", "data/splits/audio")}
-    run(sys.executable, "-m", "dvc", "repro", "-f", "prepare_speech", "split_images", "split_audio", "--single-item")
+    outs = ("data/prepared/images", "data/prepared/speech", "data/splits/images", "data/splits/audio", "data/synth/blur")
+    before = {p: store.tree_digest(work / p) for p in outs}
+    run(sys.executable, "-m", "dvc", "repro", "-f", "prepare_images", "prepare_speech", "split_images", "split_audio",
+        "synth_blur", "--single-item")
     after = {p: store.tree_digest(work / p) for p in before}
     assert before == after
     status = run(sys.executable, "-m", "dvc", "status")

@@ -1,0 +1,127 @@
+"""On-demand motion blur: a fresh kernel per sample per epoch, seeded, for use inside training.
+
+The ``synth blur`` stage writes a fixed set of synthetic rows (one kernel per copy, forever);
+this module instead blurs on the fly, so every epoch sees a new kernel for every sample --
+far more kernel diversity for the same disk space. Two entry points:
+
+* :class:`OnTheFlyBlur` -- a callable ``(images, sample_index, epoch) -> images`` for torch
+  batches ``(N, C, H, W)`` (uint8 or float, CPU or CUDA): the trainer's ``augment`` hook;
+* :class:`BlurredDataset` -- wraps any image dataset (a Hugging Face image Dataset in the
+  shiftlab schema, or a sequence of ``(C, H, W)`` arrays) as a ``torch.utils.data.Dataset``
+  whose items are blurred; call :meth:`BlurredDataset.set_epoch` at the start of each epoch.
+
+Semantics shared by both: sample ``i`` in epoch ``e`` is blurred with probability ``p`` by
+``kernels.sample(seeding.sample_rng(seed, i, "onthefly_blur", e), kernels_cfg)``; whether it
+is blurred is drawn from the same generator first. :meth:`OnTheFlyBlur.recipe` returns the
+record of (i, e) -- the same JSON fields as a ``synth blur`` row's recipe (``kernel``,
+``family``, ``seed``) -- and :func:`shiftlab.synth.blur.regenerate` rebuilds the pixels from
+it. The result depends only on (seed, i, e), never on the batch composition, the device
+(up to one grey level at rounding ties on CUDA) or the number of data-loader workers.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from shiftlab import seeding
+from shiftlab.errors import ShiftlabError
+from shiftlab.synth import kernels
+
+__all__ = ["OnTheFlyBlur", "BlurredDataset"]
+
+PURPOSE = "onthefly_blur"
+
+
+class OnTheFlyBlur:
+    """Blur a batch with a fresh, seeded kernel per (sample index, epoch).
+
+    Args:
+        kernels_cfg: the kernel ranges (``synth_blur.kernels`` of params.yaml; default
+            :data:`shiftlab.synth.kernels.DEFAULT_SAMPLE_CFG`).
+        seed: global seed.
+        p: probability that a sample is blurred at all (default 1).
+    """
+
+    def __init__(self, kernels_cfg: Mapping[str, Any] | None = None, seed: int = 0, p: float = 1.0):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ShiftlabError(f"OnTheFlyBlur: seed must be an integer >= 0, got {seed!r}")
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+            raise ShiftlabError(f"OnTheFlyBlur: p must be a number in [0, 1], got {p!r}")
+        self.kernels_cfg = copy.deepcopy(dict(kernels_cfg)) if kernels_cfg is not None else None
+        kernels.sample(0, self.kernels_cfg)  # validate early (one-line error naming the key)
+        self.seed = int(seed)
+        self.p = float(p)
+
+    def draw(self, index: int, epoch: int) -> tuple[int, kernels.Kernel | None]:
+        """(row seed, kernel or None when this sample is left sharp) for sample ``index`` in ``epoch``."""
+        s = seeding.sample_seed(self.seed, int(index), PURPOSE, int(epoch))
+        rng = np.random.default_rng(s)
+        if self.p < 1.0 and rng.random() >= self.p:
+            return s, None
+        return s, kernels.sample(rng, self.kernels_cfg)
+
+    def recipe(self, index: int, epoch: int) -> dict[str, Any]:
+        """The recipe of sample ``index`` in ``epoch`` (``kernel`` is None when left sharp)."""
+        s, k = self.draw(index, epoch)
+        rec = k.to_record() if k is not None else None
+        return {"stage": PURPOSE, "kernel": rec, "family": rec["family"] if rec else None, "seed": s,
+                "index": int(index), "epoch": int(epoch)}
+
+    def __call__(self, images, sample_index: Sequence[int], epoch: int):
+        """Blur torch ``images`` (N, C, H, W) on their device; returns a new tensor (same dtype)."""
+        import torch
+
+        from shiftlab.synth.blur import apply_kernels
+
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            raise ShiftlabError("OnTheFlyBlur: images must be a torch tensor (N, C, H, W)")
+        idx = np.asarray(sample_index.cpu() if isinstance(sample_index, torch.Tensor) else sample_index).reshape(-1)
+        if len(idx) != images.shape[0]:
+            raise ShiftlabError(f"OnTheFlyBlur: {len(idx)} sample indices for {images.shape[0]} images")
+        ks = [self.draw(int(i), epoch)[1] for i in idx]
+        todo = [j for j, k in enumerate(ks) if k is not None]
+        if not todo:
+            return images.clone()
+        if len(todo) == len(ks):
+            return apply_kernels(images, [k.render() for k in ks])
+        out = images.clone()
+        sel = torch.as_tensor(todo, dtype=torch.long, device=images.device)
+        out.index_copy_(0, sel, apply_kernels(images.index_select(0, sel), [ks[j].render() for j in todo]))
+        return out
+
+
+class BlurredDataset:
+    """A ``torch.utils.data.Dataset`` of blurred images from any image dataset.
+
+    ``base`` is a Hugging Face image Dataset in the shiftlab schema (items are dicts with a
+    ``(C, H, W)`` ``image``; every other column is passed through) or a sequence of
+    ``(C, H, W)`` uint8 arrays. Items are dicts ``{"image": uint8 tensor (C, H, W), ...,
+    "blur": recipe dict}``; the kernel of item ``i`` depends on (seed, i, epoch) only.
+    """
+
+    def __init__(self, base, kernels_cfg: Mapping[str, Any] | None = None, seed: int = 0, p: float = 1.0):
+        self.base = base
+        self.blur = OnTheFlyBlur(kernels_cfg, seed, p)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch
+
+        item = self.base[int(i)]
+        row = dict(item) if isinstance(item, Mapping) else {"image": item}
+        img = np.asarray(row["image"])
+        if img.dtype != np.uint8 or img.ndim != 3:
+            raise ShiftlabError(f"BlurredDataset: item {i}: image must be uint8 (C, H, W), got {img.dtype} {img.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(img))[None]
+        row["image"] = self.blur(x, [int(i)], self.epoch)[0]
+        row["blur"] = self.blur.recipe(int(i), self.epoch)
+        return row
