@@ -328,7 +328,9 @@ def _as_planes(images, where="blur_batch"):
     if isinstance(images, torch.Tensor):
         if images.ndim != 4:
             raise ShiftlabError(f"{where}: tensor images must be (N, C, H, W), got shape {tuple(images.shape)}")
-        if images.shape[1] not in (1, 3) and images.shape[-1] in (1, 3, 4):
+        c1, cl = images.shape[1], images.shape[-1]
+        # channels-last hint, unless it is (N, 4, H, 4): then say RGBA (below), the likely case
+        if c1 not in (1, 3) and cl in (1, 3, 4) and not (c1 == 4 and cl == 4):
             raise ShiftlabError(
                 f"{where}: tensor images must be (N, C, H, W), got shape {tuple(images.shape)} "
                 "(channels last? use images.permute(0, 3, 1, 2))"

@@ -136,8 +136,8 @@ def _check_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not (0.0 <= float(f) <= 1.0):
         raise ShiftlabError(f"{_KEY}.fraction: must be a number in [0, 1], got {f!r}")
     c["fraction"] = float(f)
-    try:  # fail early, with the params key, on a bad kernel cfg
-        kernels.sample(0, c["kernels"])
+    try:  # fail early, with the params key, on a bad kernel cfg (every family, both range ends)
+        kernels.check_sample_cfg(c["kernels"])
     except ShiftlabError as e:
         raise ShiftlabError(f"{_KEY}.kernels: {e}") from None
     return c
@@ -424,8 +424,11 @@ def regenerate(recipe: str | Mapping[str, Any], parent_image_hwc) -> np.ndarray:
     """
     import torch
 
-    rec = json.loads(recipe) if isinstance(recipe, (str, bytes)) else dict(recipe)
-    if "kernel" not in rec:
+    try:
+        rec = json.loads(recipe) if isinstance(recipe, (str, bytes)) else dict(recipe)
+    except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise ShiftlabError(f"regenerate: recipe is not a JSON object: {e}") from None
+    if not isinstance(rec, dict) or "kernel" not in rec:
         raise ShiftlabError("regenerate: recipe has no 'kernel' record (not a synth blur row?)")
     kern = kernels.from_record(rec["kernel"])
     img = np.asarray(parent_image_hwc)

@@ -50,6 +50,7 @@ __all__ = [
     "from_record",
     "as_kernel",
     "sample",
+    "check_sample_cfg",
     "vector",
     "render_many",
 ]
@@ -480,15 +481,67 @@ def _merge_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _draw(rng: np.random.Generator, key: str, spec) -> float:
+def _spec_range(key: str, spec) -> tuple[float, float]:
+    """``(lo, hi)`` of a cfg value: ``[lo, hi]`` or a constant (``lo == hi``), validated."""
     if isinstance(spec, (list, tuple)):
         if len(spec) != 2:
             raise ShiftlabError(f"kernel sample cfg: '{key}' must be [lo, hi] or a number, got {spec!r}")
         lo, hi = (_check_float("sample cfg", key, s) for s in spec)
         if hi < lo:
             raise ShiftlabError(f"kernel sample cfg: '{key}' range [{lo:g}, {hi:g}] has lo > hi")
+        return lo, hi
+    v = _check_float("sample cfg", key, spec)
+    return v, v
+
+
+def _draw(rng: np.random.Generator, key: str, spec) -> float:
+    if isinstance(spec, (list, tuple)):
+        lo, hi = _spec_range(key, spec)
         return float(rng.uniform(lo, hi))
     return _check_float("sample cfg", key, spec)
+
+
+def _family_weights(c: Mapping[str, Any]) -> tuple[list[str], np.ndarray]:
+    """Sorted family names of a merged cfg and their validated weights (not all 0)."""
+    fam_w = c["families"]
+    names = sorted(fam_w)
+    for n in names:
+        if n not in FAMILIES:
+            raise ShiftlabError(
+                f"kernel sample cfg: unknown family 'families.{n}' (expected {', '.join(FAMILIES)})"
+            )
+    w = np.array([_check_float("sample cfg", f"families.{n}", fam_w[n], lo=0.0) for n in names])
+    if w.sum() <= 0:
+        raise ShiftlabError("kernel sample cfg: 'families' weights must not all be 0")
+    return names, w
+
+
+def check_sample_cfg(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validate a :func:`sample` cfg completely; return it merged over :data:`DEFAULT_SAMPLE_CFG`.
+
+    :func:`sample` only validates what one draw touches (the family it picked, the values it
+    drew). This checks the form of every value of every family and builds every family of
+    positive weight at both ends of every range (each parameter's valid set is an interval, so
+    both ends valid means every draw is valid): a cfg that passes here never makes
+    :func:`sample` fail. Errors are one line naming the key.
+    """
+    c = _merge_cfg(cfg)
+    names, w = _family_weights(c)
+    weight = dict(zip(names, w))
+    for fam in FAMILIES:  # every family's values must be well formed; built only when weighted
+        ranges = {name: _spec_range(f"{fam}.{name}", c[fam][name]) for name in _SAMPLED_FIELDS[fam]}
+        if weight.get(fam, 0.0) <= 0:
+            continue
+        for end in (0, 1):
+            params = {}
+            for name, r in ranges.items():
+                params[name] = int(round(r[end])) if name == "n_steps" else r[end]
+            try:
+                FAMILIES[fam](**params)
+            except ShiftlabError as e:
+                which = "low" if end == 0 else "high"
+                raise ShiftlabError(f"kernel sample cfg: {e} (at the {which} end of the '{fam}' ranges)") from None
+    return c
 
 
 def sample(rng_or_seed, cfg: Mapping[str, Any] | None = None) -> Kernel:
@@ -513,16 +566,7 @@ def sample(rng_or_seed, cfg: Mapping[str, Any] | None = None) -> Kernel:
         seed = _check_int("sample", "seed", rng_or_seed, lo=0)
         rng = np.random.default_rng(seed)
     c = _merge_cfg(cfg)
-    fam_w = c["families"]
-    names = sorted(fam_w)
-    for n in names:
-        if n not in FAMILIES:
-            raise ShiftlabError(
-                f"kernel sample cfg: unknown family 'families.{n}' (expected {', '.join(FAMILIES)})"
-            )
-    w = np.array([_check_float("sample cfg", f"families.{n}", fam_w[n], lo=0.0) for n in names])
-    if w.sum() <= 0:
-        raise ShiftlabError("kernel sample cfg: 'families' weights must not all be 0")
+    names, w = _family_weights(c)
     fam = names[int(rng.choice(len(names), p=w / w.sum()))]
     params = {}
     for name in _SAMPLED_FIELDS[fam]:

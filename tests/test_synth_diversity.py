@@ -1,0 +1,417 @@
+"""Image diversity checks (shiftlab.synth.diversity, shiftlab.synth.features).
+
+The end-to-end tests use a small real subset of Fashion-MNIST (the Debian package the
+pipeline uses) and reduced feature-network settings, so the file runs in well under a
+minute on one core. Unit tests of the kernel metrics, gates, cfg validation and the
+feature network use images the tests make.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import datasets as hfds
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shiftlab import seeding
+from shiftlab.errors import ShiftlabError
+from shiftlab.synth import blur, diversity, features, kernels
+
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+needs_fmnist = pytest.mark.skipif(not FMNIST_DIR.is_dir(), reason=f"{FMNIST_DIR} not installed")
+
+# Small but real: a few seconds of feature training per end-to-end run.
+SMALL = {
+    "max_rows": 1200,
+    "max_target": 600,
+    "features": {"train_rows": 1200, "epochs": 3},
+    "realism": {"n_boot": 200},
+}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _splits_from(ds: hfds.Dataset, train_dev_rows: int = 100) -> hfds.DatasetDict:
+    """train / train_dev (a few source rows, so parents live in two splits) / empty dev, test."""
+    dom = np.array(ds["domain"])
+    src = np.flatnonzero(dom == "source")
+    td = src[:train_dev_rows]
+    tr = np.setdiff1d(np.arange(len(ds)), td)
+    empty = ds.select([])
+    return hfds.DatasetDict(train=ds.select(tr.tolist()), train_dev=ds.select(td.tolist()), dev=empty, test=empty)
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    from shiftlab.datasets import images
+
+    ds = images.from_fashion_mnist(FMNIST_DIR, source_rows=1200, target_rows=600, seed=0)
+    return _splits_from(ds)
+
+
+@pytest.fixture(scope="module")
+def reports(fmnist, tmp_path_factory):
+    """DEFAULTS and NARROW synthesis of the same parents, checked with the same cfg."""
+    out = {}
+    for name, bcfg in (("defaults", blur.DEFAULTS), ("narrow", blur.NARROW)):
+        syn = blur.make_synthetic(fmnist, bcfg, device="cpu", progress=False)
+        plots = tmp_path_factory.mktemp(f"plots_{name}")
+        rep = diversity.run(syn, fmnist, SMALL, plots_dir=plots, progress=False)
+        out[name] = (syn, rep, diversity.gate(rep), plots)
+    return out
+
+
+# --------------------------------------------------------------------------- the requirement
+
+
+@needs_fmnist
+def test_narrow_config_is_flagged_and_defaults_pass(reports):
+    _, _, gates_n, _ = reports["narrow"]
+    _, _, gates_d, _ = reports["defaults"]
+    failed_n = {g["name"] for g in gates_n if g["action"] == "fail" and not g["passed"]}
+    failed_d = [g for g in gates_d if g["action"] == "fail" and not g["passed"]]
+    assert failed_n, gates_n
+    # every way the narrow kernel space shows: one kernel, one orientation, overfitting probe
+    assert {"distinct_kernels", "kernel_vendi", "orientation_entropy"} <= failed_n
+    assert failed_d == [], failed_d
+    assert {g["name"] for g in gates_d} == set(diversity.DEFAULTS["gates"])
+
+
+@needs_fmnist
+def test_kernel_metrics_of_narrow_and_defaults(reports):
+    _, n, _, _ = reports["narrow"]
+    _, d, _, _ = reports["defaults"]
+    kn, kd = n["kernels"], d["kernels"]
+    assert kn["rows"] == kd["rows"] == 1100 + 100  # every source row is a parent, 1 copy
+    assert kn["distinct"] == 1 and kn["top_share"] == 1.0 and kn["samples_per_kernel"]["max"] == 1200
+    assert kn["vendi"] == pytest.approx(1.0, abs=1e-6)
+    assert kn["effective_number"] == pytest.approx(1.0)
+    assert kn["params"]["orientation"]["entropy"] == 0.0
+    assert kn["params"]["orientation"]["mean"] == pytest.approx(45.0, abs=0.5)
+    assert kn["params"]["length"]["entropy"] == 0.0 and kn["params"]["length"]["max"] == 9.0
+    assert kn["params"]["family"]["counts"] == {"linear": 1200, "shake": 0}
+    assert kd["distinct"] == 1200 and kd["vendi"] > 5
+    assert kd["params"]["orientation"]["entropy"] > 0.9
+    assert kd["params"]["family"]["entropy"] > 0.95
+    assert kd["copies_per_parent"] == {"parents": 1200, "max": 1, "mean": 1.0}
+    assert sum(kd["params"]["length"]["counts"]) == 1200
+
+
+@needs_fmnist
+def test_probe_gap_is_larger_for_narrow(reports):
+    _, n, _, _ = reports["narrow"]
+    _, d, _, _ = reports["defaults"]
+    pn, pd = n["probe"], d["probe"]
+    assert pn["split"] == "reference" and len(pn["directions"]) == 1
+    assert pd["split"] == "family" and len(pd["directions"]) == 2
+    assert pn["gap"] > pd["gap"]  # narrow kernels transfer worse to new blur than the wide mix
+    assert pn["gap_ci"][0] >= 0  # never better on kernels it never saw (small data: CI may touch 0)
+    assert pd["gap_ci"][0] <= pd["gap"] <= pd["gap_ci"][1]
+    for p in (pn, pd):
+        for dd in p["directions"]:
+            assert dd["gap"] == pytest.approx(dd["error_held_out"] - dd["error_seen"])
+            assert dd["train_rows"] > 0 and dd["test_rows"] > 0
+
+
+@needs_fmnist
+def test_report_sections_and_subsample(reports):
+    _, d, _, plots = reports["defaults"]
+    json.dumps(d, allow_nan=False)  # JSON-able, no NaN
+    sub = d["subsample"]
+    assert sub["synthetic_rows"] == 1200 and sub["analysed_rows"] <= SMALL["max_rows"]
+    assert sub["target_rows"] == 600 and sub["analysed_target_rows"] == 600
+    assert sub["feature_train_rows"] == 1200 and "whole parents" in sub["note"]
+    r = d["realism"]
+    # today's target is sharp Fashion-MNIST: the sharp parents look like it, the blurred rows do not
+    assert r["domain_auc_parents"]["ci_low"] < 0.5 < r["domain_auc_parents"]["ci_high"] + 0.05
+    assert r["domain_auc"]["auc"] > 0.8 and r["frechet"] > r["frechet_parents"]
+    assert r["moved_toward_target"] is False
+    assert 0 < d["images"]["vendi"] and 0 < d["images"]["vendi_parents"]
+    assert 0 <= d["near_duplicates"]["share"] <= 1
+    assert d["features"]["train_accuracy"] > 0.5
+    assert sorted(d["plots"]) == sorted(p.name for p in plots.iterdir())
+    assert {"kernel_params.png", "kernels.png", "examples.png"} <= set(d["plots"])
+    for p in plots.iterdir():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_fmnist
+def test_markdown(reports):
+    _, n, gn, _ = reports["narrow"]
+    _, d, gd, _ = reports["defaults"]
+    md_n, md_d = diversity.markdown(n, gn), diversity.markdown(d, gd)
+    assert "**Verdict: FAIL**" in md_n and "| distinct_kernels | 1 | >= 20 | fail | FAIL |" in md_n
+    assert "Verdict: PASS" in md_d and "FAIL" not in md_d
+    for md in (md_n, md_d):
+        assert "## Held-out kernel probe" in md and "## Realism" in md and "Subsampling:" in md
+
+
+@needs_fmnist
+def test_deterministic_and_row_order_independent(fmnist, tmp_path):
+    tr = fmnist["train"]
+    small = _splits_from(tr.select(list(range(300)) + list(range(len(tr) - 100, len(tr)))).flatten_indices(), 30)
+    syn = blur.make_synthetic(small, {"copies": 2}, device="cpu", progress=False)
+    cfg = {"max_rows": 300, "features": {"train_rows": 300, "epochs": 1}, "realism": {"n_boot": 50},
+           "probe": {"min_rows": 20}}
+    a = diversity.run(syn, small, cfg, plots_dir=tmp_path / "a", progress=False)
+    shuffled = syn.select(np.random.default_rng(3).permutation(len(syn)).tolist())
+    b = diversity.run(shuffled, small, cfg, plots_dir=tmp_path / "b", progress=False)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert a["subsample"]["analysed_rows"] == 300 and a["kernels"]["copies_per_parent"]["max"] == 2
+    assert a["probe"]["split"] == "family" and a["realism"]["target_rows"] == 100
+    for name in a["plots"]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    c = diversity.run(syn, small, {**cfg, "seed": 1}, progress=False)
+    assert c["features"]["loss_per_epoch"] != a["features"]["loss_per_epoch"]
+
+
+@needs_fmnist
+def test_auc_near_half_when_synthetic_and_target_share_the_process():
+    """Target = other Fashion-MNIST images blurred by the same kernel process as the synthetic rows."""
+    import torch
+
+    from shiftlab.datasets import images, schema
+
+    base = images.from_fashion_mnist(FMNIST_DIR, source_rows=1000, seed=5)
+    base = base.filter(lambda r: r["domain"] == "source", keep_in_memory=True)
+    x = schema.chw_batch(base).copy()
+    lab = np.array(base["label"])
+    n = len(x) // 2
+    ks = [kernels.sample(seeding.sample_rng(11, i, "test_target"), blur.DEFAULTS["kernels"]) for i in range(n)]
+    tgt = blur.apply_kernels(torch.from_numpy(x[n:]), ks).numpy()
+    imgs = np.concatenate([x[:n], tgt]).transpose(0, 2, 3, 1)
+    ds = images.from_arrays(imgs, lab, ["source"] * n + ["target"] * (len(x) - n),
+                            label_names=schema.label_names(base))
+    sp = _splits_from(ds, train_dev_rows=0)
+    syn = blur.make_synthetic(sp, blur.DEFAULTS, device="cpu", progress=False)
+    cfg = {**SMALL, "features": {"train_rows": 800, "epochs": 3}}
+    rep = diversity.run(syn, sp, cfg, progress=False)
+    r = rep["realism"]
+    assert abs(r["domain_auc"]["auc"] - 0.5) < 0.1, r["domain_auc"]
+    assert r["domain_auc"]["ci_low"] < 0.5 + 0.03
+    assert r["domain_auc_parents"]["auc"] > 0.8  # sharp parents vs blurred target: easy to tell
+    assert r["frechet"] < r["frechet_parents"] and r["moved_toward_target"] is True
+
+
+@needs_fmnist
+def test_identical_copies_are_near_duplicates(fmnist):
+    """length-0 kernels: every record differs (angle, direction) but every kernel is a delta."""
+    small = _splits_from(fmnist["train"].select(range(150)).flatten_indices(), train_dev_rows=0)
+    bcfg = {"copies": 3, "kernels": {"families": {"linear": 1.0}, "linear": {"length": [0.0, 0.0]}}}
+    syn = blur.make_synthetic(small, bcfg, device="cpu", progress=False)
+    cfg = {"max_rows": 450, "features": {"train_rows": 200, "epochs": 1}, "realism": {"n_boot": 50}}
+    rep = diversity.run(syn, small, cfg, progress=False)
+    k, nd = rep["kernels"], rep["near_duplicates"]
+    n_src = int((np.array(small["train"]["domain"]) == "source").sum())
+    assert k["distinct"] == 3 * n_src  # records all differ ...
+    assert k["vendi"] == pytest.approx(1.0, abs=1e-6)  # ... but the kernels are one and the same
+    assert k["copies_per_parent"]["max"] == 3
+    assert nd["share"] == 1.0 and nd["examples"] and all(e["same_parent"] for e in nd["examples"])
+    g = {x["name"]: x for x in diversity.gate(rep)}
+    assert not g["near_duplicate_share"]["passed"] and not g["kernel_vendi"]["passed"]
+
+
+# --------------------------------------------------------------------------- kernel metrics (no data)
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.floats(4.0, 15.0), angle=st.floats(0.0, 360.0), direction=st.floats(-1.0, 1.0))
+def test_orientation_of_a_straight_kernel_is_its_angle(length, angle, direction):
+    o = diversity.kernel_orientation(kernels.Linear(length, angle, direction))
+    assert 0.0 <= o < 180.0
+    d = abs(o - angle % 180.0)
+    assert min(d, 180.0 - d) < 2.0
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), m=st.integers(1, 40))
+def test_vendi_of_identical_kernels_is_one(seed, m):
+    rec = kernels.sample(seed).to_record()
+    cov = diversity.kernel_coverage([rec] * m)
+    assert cov["distinct"] == 1 and cov["top_share"] == 1.0
+    assert cov["vendi"] == pytest.approx(1.0, abs=1e-6)
+    assert cov["params"]["orientation"]["entropy"] == 0.0
+
+
+def test_kernel_coverage_counts_and_vendi():
+    h, v = kernels.Linear(9, 0).to_record(), kernels.Linear(9, 90).to_record()
+    cov = diversity.kernel_coverage([h, h, h, v], parents=["a", "a", "b", "c"])
+    assert cov["distinct"] == 2 and cov["samples_per_kernel"] == {"max": 3, "mean": 2.0}
+    assert cov["top_share"] == 0.75
+    assert cov["copies_per_parent"] == {"parents": 3, "max": 2, "mean": 4 / 3}
+    assert 1.3 < cov["vendi"] < 2.0  # two nearly orthogonal kernels, unevenly used
+    even = diversity.kernel_coverage([h, v])
+    assert even["vendi"] > cov["vendi"] and even["vendi"] <= 2.0
+    many = diversity.kernel_coverage([kernels.sample(i) for i in range(300)], cfg={"max_kernels": 100})
+    assert many["vendi_rows"] == 100 and many["distinct"] == 300 and many["vendi"] > 5
+    assert many["params"]["orientation"]["n"] == 100 and many["params"]["length"]["n"] == 300
+    with pytest.raises(ShiftlabError, match="2 records but 1 parents"):
+        diversity.kernel_coverage([h, v], parents=["a"])
+
+
+# --------------------------------------------------------------------------- gates and cfg
+
+
+def _fake_report(**vals):
+    rep = {
+        "kernels": {"distinct": 100, "vendi": 30.0, "top_share": 0.01, "effective_number": 90.0,
+                    "copies_per_parent": {"max": 1},
+                    "params": {"orientation": {"entropy": 0.9}, "length": {"entropy": 0.8}, "family": {"entropy": 1.0}}},
+        "near_duplicates": {"share": 0.01},
+        "images": {"ratio": 0.9},
+        "realism": {"domain_auc": {"auc": 0.95}},
+        "probe": {"gap": 0.0, "gap_ci": [-0.02, 0.02]},
+    }
+    for k, v in vals.items():
+        *path, last = k.split("__")
+        cur = rep
+        for p in path:
+            cur = cur[p]
+        cur[last] = v
+    return rep
+
+
+def test_gate_semantics():
+    g = {x["name"]: x for x in diversity.gate(_fake_report())}
+    assert all(x["passed"] for n, x in g.items() if n != "domain_auc")
+    assert not g["domain_auc"]["passed"] and g["domain_auc"]["action"] == "warn"
+    assert g["distinct_kernels"]["op"] == ">=" and g["near_duplicate_share"]["op"] == "<="
+    g = {x["name"]: x for x in diversity.gate(_fake_report(kernels__distinct=19, probe__gap_ci=[0.031, 0.1]))}
+    assert not g["distinct_kernels"]["passed"] and g["distinct_kernels"]["value"] == 19.0
+    assert not g["probe_gap_ci_low"]["passed"]
+    # boundary values pass; a missing metric does not
+    g = {x["name"]: x for x in diversity.gate(_fake_report(kernels__distinct=20, probe={"skipped": "x", "gap": None}))}
+    assert g["distinct_kernels"]["passed"]
+    assert g["probe_gap"]["value"] is None and not g["probe_gap"]["passed"]
+    # cfg: change a threshold, keep its action; disable a gate; add a new one
+    cfg = {"gates": {"distinct_kernels": {"min": 200}, "domain_auc": None, "image_vendi_ratio": {"min": 0.95}}}
+    g = {x["name"]: x for x in diversity.gate(_fake_report(), cfg)}
+    assert not g["distinct_kernels"]["passed"] and g["distinct_kernels"]["action"] == "fail"
+    assert "domain_auc" not in g
+    assert not g["image_vendi_ratio"]["passed"] and g["image_vendi_ratio"]["action"] == "fail"
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"max_row": 10}, r"check_images\.max_row: unknown key \(did you mean max_rows\?\)"),
+        ({"max_rows": 10}, r"check_images\.max_rows: must be an integer >= 50"),
+        ({"seed": -1}, r"check_images\.seed: must be an integer >= 0"),
+        ({"kernel_size": 10}, r"check_images\.kernel_size: must be 0 \(auto\) or an odd integer"),
+        ({"length_range": [5, 2]}, r"check_images\.length_range: must be \[low, high\]"),
+        ({"near_duplicates": {"threshold": 1.5}}, r"check_images\.near_duplicates\.threshold: must be a number in \(0, 1\]"),
+        ({"near_duplicates": {"space": "audio"}}, r"check_images\.near_duplicates\.space: must be pixels or features"),
+        ({"probe": {"split": "colour"}}, r"check_images\.probe\.split: must be one of auto"),
+        ({"probe": {"test_fraction": 1.0}}, r"check_images\.probe\.test_fraction"),
+        ({"probe": {"reference": {"families": {"zoom": 1.0}}}}, r"check_images\.probe\.reference: kernel sample cfg"),
+        ({"features": {"epochs": 0}}, r"check_images\.features\.epochs: must be an integer >= 1"),
+        ({"features": {"channels": [8, 16]}}, r"check_images\.features\.channels: must be a list of 3 integers"),
+        ({"features": {"sise": 32}}, r"check_images\.features\.sise: unknown key \(did you mean size\?\)"),
+        ({"gates": {"vendi": {"min": 1}}}, r"check_images\.gates\.vendi: unknown key \(did you mean kernel_vendi\?\)"),
+        ({"gates": {"kernel_vendi": {"min": 1, "max": 2}}}, r"check_images\.gates\.kernel_vendi: give either min or max"),
+        ({"gates": {"kernel_vendi": {"min": "x"}}}, r"check_images\.gates\.kernel_vendi\.min: must be a finite number"),
+        ({"gates": {"kernel_vendi": {"action": "stop"}}}, r"check_images\.gates\.kernel_vendi\.action: must be fail or warn"),
+        ({"gates": {"image_vendi_ratio": {"action": "warn"}}}, r"check_images\.gates\.image_vendi_ratio: needs a threshold"),
+        ("fast", r"check_images: must be a mapping"),
+    ],
+)
+def test_bad_cfg_is_one_line_error(cfg, message):
+    with pytest.raises(ShiftlabError, match=message) as e:
+        diversity.check_cfg(cfg)
+    assert "\n" not in str(e.value)
+
+
+def test_check_cfg_defaults_and_merge():
+    c = diversity.check_cfg({"probe": {"min_rows": 20}, "features": {"epochs": 2}})
+    assert c["probe"]["min_rows"] == 20 and c["probe"]["split"] == "auto"
+    assert c["features"]["epochs"] == 2 and c["features"]["size"] == features.DEFAULTS["size"]
+    assert c["probe"]["reference"] == kernels.DEFAULT_SAMPLE_CFG
+    assert diversity.check_cfg(None) == diversity.check_cfg({})
+    # DEFAULTS is never mutated by a merge
+    assert diversity.DEFAULTS["probe"]["min_rows"] == 50
+
+
+# --------------------------------------------------------------------------- bad inputs to run()
+
+
+def _tiny_splits(n=40, h=12, w=10):
+    from shiftlab.datasets import images
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, h, w), dtype=np.uint8)
+    lab = np.arange(n) % 2
+    ds = images.from_arrays(x, lab, ["source"] * (n // 2) + ["target"] * (n - n // 2), label_names=["a", "b"])
+    return _splits_from(ds, train_dev_rows=5)
+
+
+def test_run_rejects_bad_inputs():
+    sp = _tiny_splits()
+    syn = blur.make_synthetic(sp, blur.NARROW, device="cpu", progress=False)
+    with pytest.raises(ShiftlabError, match="synthetic dataset has no rows"):
+        diversity.run(syn.select([]), sp, progress=False)
+    rec = syn.map(lambda r: {"recipe": json.dumps({"stage": "other"})}, keep_in_memory=True)
+    with pytest.raises(ShiftlabError, match=r"synthetic row .*/blur0: recipe has no kernel record"):
+        diversity.run(rec, sp, progress=False)
+    orphan = syn.map(lambda r: {"parent": "nowhere/1"}, keep_in_memory=True)
+    with pytest.raises(ShiftlabError, match=r"parent 'nowhere/1' of a synthetic row is in none of the splits"):
+        diversity.run(orphan, sp, progress=False)
+    with pytest.raises(ShiftlabError, match="splits must be a DatasetDict with a train split"):
+        diversity.run(syn, {"dev": sp["dev"]}, progress=False)
+    with pytest.raises(ShiftlabError, match="synthetic dataset lacks column"):
+        diversity.run(syn.remove_columns("parent"), sp, progress=False)
+
+
+def test_run_without_target_rows_skips_realism():
+    sp = _tiny_splits(n=80)
+    no_tgt = sp["train"].filter(lambda r: r["domain"] == "source", keep_in_memory=True)
+    sp = hfds.DatasetDict(train=no_tgt, train_dev=sp["train_dev"])
+    syn = blur.make_synthetic(sp, None, device="cpu", progress=False)
+    cfg = {"max_rows": 50, "features": {"train_rows": 40, "epochs": 1, "size": 8}, "realism": {"n_boot": 20}}
+    rep = diversity.run(syn, sp, cfg, progress=False)
+    assert "skipped" in rep["realism"] and rep["subsample"]["target_rows"] == 0
+    g = {x["name"]: x for x in diversity.gate(rep, cfg)}
+    assert g["domain_auc"]["value"] is None and not g["domain_auc"]["passed"]
+    assert "Skipped: need >= 10 target rows" in diversity.markdown(rep, list(g.values()))
+    json.dumps(rep, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- the feature network
+
+
+def _toy(n=120, c=3, h=20, w=12, seed=0):
+    """Class 1 = a bright square in the top half, class 0 = in the bottom half (plus noise)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 60, (n, c, h, w)).astype(np.uint8)
+    y = np.arange(n) % 2
+    for i in range(n):
+        r0 = 2 if y[i] else h // 2 + 2
+        x[i, :, r0 : r0 + 5, 3:8] = 230
+    return x, y
+
+
+def test_features_fit_is_deterministic_and_generic():
+    x, y = _toy()
+    cfg = {"train_rows": 100, "epochs": 3, "size": 16, "channels": [4, 8, 8], "embed_dim": 6, "batch_size": 16}
+    a = features.fit(x, y, cfg, seed=1)
+    b = features.fit(x, y, cfg, seed=1)
+    ea, eb = a.embed(x), b.embed(x)
+    assert ea.shape == (120, 6) and ea.dtype == np.float32
+    assert np.array_equal(ea, eb) and a.history == b.history
+    assert a.train_rows == 100
+    assert not np.array_equal(features.fit(x, y, cfg, seed=2).embed(x), ea)
+    # batch-independent embeddings (eval-mode BatchNorm)
+    assert np.allclose(a.embed(x[:7]), ea[:7], atol=1e-5)
+    assert (a.predict(x) == y).mean() > 0.9  # the toy task is easy
+    assert np.array_equal(a.predict_embedded(ea), a.predict(x))
+    with pytest.raises(ShiftlabError, match="fitted on 3-channel images, got 1 channels"):
+        a.embed(x[:, :1])
+    with pytest.raises(ShiftlabError, match="need at least 2 distinct labels"):
+        features.fit(x, np.zeros(len(x)), cfg)
+    with pytest.raises(ShiftlabError, match="images must be"):
+        features.fit(x[:, :, :, 0], y, cfg)
