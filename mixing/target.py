@@ -148,7 +148,7 @@ def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None):
             tn.clip(int(plan.clip[p]))[(int(plan.offset[p]) + np.arange(int(L))) % int(tn.lengths[plan.clip[p]])]
             for p in ps
         ]).astype(np.float32)
-        y, g1, g2 = mix_mod.mix(s, nz, snr[ps], c["peak_limit"])
+        y, g1, g2 = mix_mod._mix(s, nz, snr[ps], c["peak_limit"], [m["id"][order[p]] for p in ps])
         for k, p in enumerate(ps):
             i = order[p]
             ci = int(plan.clip[p])

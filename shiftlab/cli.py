@@ -2,7 +2,14 @@
 
     shiftlab prepare images|speech|noise   build a data source as a Dataset on disk
     shiftlab split images|audio            train / train_dev / dev / test + weights + report
+    shiftlab prepare target                the audio target: real speech under held-out real car noise
     shiftlab synth blur [--section S]      motion-blurred synthetic rows of the train source images
+    shiftlab mix [--section S]             car noise mixed into the clean train source speech
+    shiftlab check images|audio            diversity report + gates of the synthetic rows
+    shiftlab train --scenario S --variant V --seed N   one training run of the comparison matrix
+    shiftlab evaluate --scenario S         errors with CIs, decomposition, synth vs nosynth verdicts
+    shiftlab report                        the report of the whole run (markdown, HTML, PNGs)
+    shiftlab models [--input C,H,W]        the model registry with parameter counts and FLOPs
     shiftlab params [--defaults]           print the validated params (all defaults filled)
 
 Every stage reads its own section of params.yaml (validated on load), writes its
@@ -49,10 +56,12 @@ def _summary(stage: str, ds, out: Path, t0: float, extra: str = "") -> str:
 def cmd_prepare(args) -> None:
     t0 = time.perf_counter()
     what = args.what
-    cfg = config.section(f"prepare_{what}", args.params)
+    cfg = config.section("target_mix" if what == "target" else f"prepare_{what}", args.params)
     from shiftlab import store
     from shiftlab.datasets import schema
 
+    if what == "target":
+        return _prepare_target(args, cfg, t0)
     if what == "images":
         from shiftlab.datasets import images as mod
     elif what == "speech":
@@ -80,9 +89,10 @@ def cmd_split(args) -> None:
     from shiftlab import store
     from shiftlab.datasets import schema, splits
 
-    default_in = PREPARED / ("images" if what == "images" else "speech")
+    default_in = PREPARED / ("images" if what == "images" else "speech_incar")
     src = Path(args.input or default_in)
-    ds = store.load(src, "prepared dataset", f"run `shiftlab prepare {src.name}` first")
+    hint = "run `shiftlab prepare images` first" if what == "images" else "run `shiftlab prepare target` first"
+    ds = store.load(src, "prepared dataset", hint)
     schema.check(ds, str(src))
     parts = splits.build(ds, cfg)
     splits.check(parts)
@@ -134,6 +144,215 @@ def cmd_synth(args) -> None:
     )
 
 
+def _prepare_target(args, cfg, t0) -> None:
+    """shiftlab prepare target: target speech rows mixed with the held-out target noise."""
+    from shiftlab import store
+    from shiftlab.datasets import schema
+    from shiftlab.mixing import target
+
+    speech = store.load(PREPARED / "speech", "prepared speech", "run `shiftlab prepare speech` first")
+    noise = store.load(PREPARED / "noise", "prepared noise", "run `shiftlab prepare noise` first")
+    ds = target.make_target(speech, noise, cfg)
+    schema.check(ds, "prepare target")
+    out = Path(args.out or PREPARED / "speech_incar")
+    store.save(ds, out)
+    nt = sum(1 for d in ds["domain"] if d == "target")
+    print(_summary("prepare target", ds, out, t0, f", {nt:,} target rows mixed with held-out car noise"))
+
+
+def cmd_mix(args) -> None:
+    """shiftlab mix: clean train/train_dev source speech mixed with a noise bank."""
+    t0 = time.perf_counter()
+    from shiftlab import store
+    from shiftlab.datasets import schema
+    from shiftlab.mixing import mix
+
+    section = args.section or "synth_mix"
+    if not section.startswith("synth_mix"):
+        raise ShiftlabError(f"--section {section}: mix reads a synth_mix* section")
+    cfg = config.section(section, args.params)
+    src = Path(args.input or SPLITS / "audio")
+    splits = store.load(src, "split dataset", "run `shiftlab split audio` first")
+    noise = store.load(Path(args.noise or PREPARED / "noise"), "prepared noise", "run `shiftlab prepare noise` first")
+    sr = int(splits["train"][0]["sampling_rate"])
+    bank = mix.build_bank(cfg, noise=noise, sampling_rate=sr)
+    ds = mix.make_synthetic(splits, bank, cfg, device=cfg["device"], progress=True)
+    name = section.replace("synth_", "", 1)
+    out = Path(args.out or SYNTH / name)
+    bank_out = Path(args.bank_out or SYNTH / f"{name}_bank")
+    if len(ds):
+        schema.check(ds, "mix")
+    store.save(bank, bank_out)
+    store.save(ds, out)
+    print(
+        f"mix [{section}]: {len(ds):,} synthetic rows from {len(set(ds['parent'])):,} parents, bank of "
+        f"{len(bank):,} clips from {len(set(bank['group'])):,} sources -> {out}, {bank_out} "
+        f"[{time.perf_counter() - t0:.1f} s]"
+    )
+
+
+def _check_paths(what: str, name: str) -> dict:
+    return {
+        "metrics": METRICS / f"{name}.json",
+        "report": REPORTS / f"{name}.md",
+        "plots": REPORTS / name,
+    }
+
+
+def cmd_check(args) -> None:
+    """shiftlab check images|audio: diversity report of synthetic rows, gated by params thresholds."""
+    t0 = time.perf_counter()
+    from shiftlab import store
+
+    what = args.what
+    cfg = config.section(f"check_{what}", args.params)
+    if what == "images":
+        from shiftlab.synth import diversity as mod
+
+        syn_path = Path(args.synthetic or SYNTH / "blur")
+        name = args.name or ("check_images" if syn_path.name == "blur" else f"check_images_{syn_path.name.replace('blur_', '')}")
+        splits = store.load(Path(args.input or SPLITS / "images"), "split dataset", "run `shiftlab split images` first")
+        syn = store.load(syn_path, "synthetic rows", "run `shiftlab synth blur` first")
+        paths = _check_paths(what, name)
+        with store.atomic_dir(paths["plots"]) as tmp_plots:
+            rep = mod.run(syn, splits, cfg, plots_dir=tmp_plots, progress=True)
+    else:
+        from shiftlab.mixing import diversity as mod
+
+        syn_path = Path(args.synthetic or SYNTH / "mix")
+        name = args.name or ("check_audio" if syn_path.name == "mix" else f"check_audio_{syn_path.name.replace('mix_', '')}")
+        splits = store.load(Path(args.input or SPLITS / "audio"), "split dataset", "run `shiftlab split audio` first")
+        syn = store.load(syn_path, "synthetic rows", "run `shiftlab mix` first")
+        bank = store.load(Path(args.bank or f"{syn_path}_bank"), "noise bank", "run `shiftlab mix` first")
+        noise = store.load(PREPARED / "noise", "prepared noise", "run `shiftlab prepare noise` first")
+        tr = splits["train"]
+        tgt = tr.select([i for i, d in enumerate(tr["domain"]) if d == "target"])
+        tnoise = noise.select([i for i, d in enumerate(noise["domain"]) if d == "target"])
+        paths = _check_paths(what, name)
+        with store.atomic_dir(paths["plots"]) as tmp_plots:
+            rep = mod.run(syn, bank, tgt, target_noise=tnoise if len(tnoise) else None, cfg=cfg,
+                          plots_dir=tmp_plots, progress=True)
+    gates = mod.gate(rep, cfg)
+    failed = [g["name"] for g in gates if not g["passed"] and g["action"] == "fail"]
+    warned = [g["name"] for g in gates if not g["passed"] and g["action"] != "fail"]
+    verdict = "fail" if failed else ("warn" if warned else "pass")
+    store.write_json(paths["metrics"], {"verdict": verdict, "gates": gates, "report": rep})
+    store.write_text(paths["report"], mod.markdown(rep, gates))
+    detail = (f"; failed: {', '.join(failed)}" if failed else "") + (f"; warnings: {', '.join(warned)}" if warned else "")
+    print(f"check {what} [{syn_path}]: {verdict.upper()}{detail} -> {paths['report']} "
+          f"[{time.perf_counter() - t0:.1f} s]")
+    if args.strict and failed:
+        raise ShiftlabError(f"check {what}: diversity gates failed ({', '.join(failed)}); see {paths['report']}")
+
+
+RUNS = Path("runs")
+EVAL = Path("eval")
+_SYNTH_OF = {"images": {"synth": "blur", "narrow": "blur_narrow"}, "audio": {"synth": "mix", "narrow": "mix_narrow"}}
+
+
+def cmd_train(args) -> None:
+    """shiftlab train: one run (scenario x variant x seed) of the comparison matrix."""
+    from shiftlab import store
+    from shiftlab.datasets import splits as splits_mod
+    from shiftlab.train import trainer
+
+    sc, var = args.scenario, args.variant
+    cfg = dict(config.section(f"train_{sc}", args.params))
+    split_cfg = config.section(f"split_{sc}", args.params)
+    if args.seed is not None:
+        cfg["seed"] = int(args.seed)
+    src = Path(args.input or SPLITS / sc)
+    parts = store.load(src, "split dataset", f"run `shiftlab split {sc}` first")
+    if var != "nosynth":
+        syn_path = Path(args.synthetic or SYNTH / _SYNTH_OF[sc][var])
+        syn = store.load(syn_path, "synthetic rows", "run the synthesis stage first")
+        parts = splits_mod.attach_synthetic(parts, syn, split_cfg)
+        splits_mod.check(parts)
+    else:
+        cfg["rows"] = "real"
+    out = Path(args.out or RUNS / sc / var / f"s{cfg['seed']}")
+    metrics = Path(args.metrics or METRICS / "train" / f"{sc}_{var}_s{cfg['seed']}.json")
+    trainer.main_train(cfg, parts, out, metrics, live_dir=out / "live", predictions_path=out / "predictions.npz",
+                       progress=True)
+
+
+def cmd_evaluate(args) -> None:
+    """shiftlab evaluate: every run of a scenario, the decomposition and the synth-vs-nosynth verdicts."""
+    t0 = time.perf_counter()
+    from shiftlab import store
+    from shiftlab.train import evaluate, trainer
+
+    sc = args.scenario
+    cfg = config.section("evaluate", args.params)
+    exp = config.section("experiment", args.params)
+    runs_dir = Path(args.runs or RUNS / sc)
+    out_dir = Path(args.out or EVAL / sc)
+    preds: dict = {}
+    results: dict = {}
+    names = None
+    for var in exp["variants"]:
+        for seed in exp["seeds"]:
+            p, names = trainer.load_predictions(runs_dir / var / f"s{seed}" / "predictions.npz")
+            preds.setdefault(var, {})[seed] = p
+    with store.atomic_dir(out_dir) as tmp:
+        flat: dict = {}
+        for var, by_seed in preds.items():
+            for seed, p in by_seed.items():
+                res = evaluate.evaluate(p, names, cfg)
+                results.setdefault(var, {})[str(seed)] = res
+                evaluate.plots(res, Path(tmp) / f"{var}_s{seed}")
+                for k, v in evaluate.metrics(res).items():
+                    flat[f"{var}/s{seed}/{k}"] = v
+        compare = {}
+        lines = []
+        if "nosynth" in preds:
+            for treat in [v for v in preds if v != "nosynth"]:
+                c = evaluate.compare({"nosynth": preds["nosynth"], treat: preds[treat]}, names, cfg,
+                                     baseline="nosynth", treatment=treat)
+                compare[treat] = c
+                for k, v in evaluate.compare_metrics(c).items():
+                    flat[f"compare/{treat}/{k}"] = v
+                lines.append(f"{treat} vs nosynth: {c['text']}")
+        doc = {"scenario": sc, "label_names": names, "split": "dev", "runs": results, "compare": compare}
+        store.write_json(Path(tmp) / "results.json", doc)
+    store.write_json(Path(args.metrics or METRICS / f"evaluate_{sc}.json"), flat)
+    md = [f"# Evaluation: {sc}", ""]
+    for treat, c in compare.items():
+        md.append(evaluate.compare_markdown(c, title=f"{treat} vs nosynth ({sc})"))
+        md.append("")
+    for var, by_seed in results.items():
+        first = next(iter(by_seed))
+        md.append(evaluate.markdown(by_seed[first], title=f"{var}, seed {first}"))
+        md.append("")
+    store.write_text(Path(args.report or REPORTS / f"evaluate_{sc}.md"), "\n".join(md))
+    n = sum(len(v) for v in preds.values())
+    print(f"evaluate {sc}: {n} runs; " + "; ".join(lines) + f" -> {out_dir} [{time.perf_counter() - t0:.1f} s]")
+
+
+def cmd_report(args) -> None:
+    t0 = time.perf_counter()
+    from shiftlab.train import report
+
+    cfg = config.section("report", args.params)
+    out = Path(args.out or REPORTS / "report")
+    res = report.build(root=".", cfg=cfg, out_dir=out)
+    for line in res["summary"]:
+        print(f"report: {line}")
+    print(f"report: {out / 'report.md'}, {out / 'report.html'} [{time.perf_counter() - t0:.1f} s]")
+
+
+def cmd_models(args) -> None:
+    from shiftlab.train import models
+
+    try:
+        shape = tuple(int(x) for x in args.input.split(","))
+    except ValueError:
+        raise ShiftlabError(f"--input {args.input!r}: expected C,H,W, e.g. 1,28,28") from None
+    if len(shape) != 3:
+        raise ShiftlabError(f"--input {args.input!r}: expected C,H,W, e.g. 1,28,28")
+    print(models.table(shape, num_classes=args.classes))
+
+
 def cmd_params(args) -> None:
     import yaml
 
@@ -154,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sp = sub.add_parser("prepare", help="build a data source (images, speech, noise) as a Dataset on disk")
-    sp.add_argument("what", choices=["images", "speech", "noise"])
+    sp.add_argument("what", choices=["images", "speech", "noise", "target"])
     sp.add_argument("--out", help="output directory (default data/prepared/WHAT)")
     sp.set_defaults(func=cmd_prepare)
 
@@ -172,6 +391,50 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", help="split dataset (default data/splits/images)")
     sp.add_argument("--out", help="output directory (default data/synth/<section without synth_>)")
     sp.set_defaults(func=cmd_synth)
+
+    sp = sub.add_parser("mix", help="synthetic training speech: car noise mixed into clean source speech")
+    sp.add_argument("--section", help="params section (default synth_mix; e.g. synth_mix_narrow)")
+    sp.add_argument("--input", help="split dataset (default data/splits/audio)")
+    sp.add_argument("--noise", help="prepared noise dataset (default data/prepared/noise)")
+    sp.add_argument("--out", help="output directory (default data/synth/<section without synth_>)")
+    sp.add_argument("--bank-out", help="where the noise bank is saved (default <out>_bank)")
+    sp.set_defaults(func=cmd_mix)
+
+    sp = sub.add_parser("check", help="diversity report of synthetic rows, gated by params thresholds")
+    sp.add_argument("what", choices=["images", "audio"])
+    sp.add_argument("--synthetic", help="synthetic rows (default data/synth/blur or data/synth/mix)")
+    sp.add_argument("--input", help="split dataset (default data/splits/images or data/splits/audio)")
+    sp.add_argument("--bank", help="audio: the noise bank (default <synthetic>_bank)")
+    sp.add_argument("--name", help="output name (default check_<what>[_<variant>])")
+    sp.add_argument("--strict", action="store_true", help="exit with status 2 when a fail gate fails")
+    sp.set_defaults(func=cmd_check)
+
+    sp = sub.add_parser("train", help="train one run of the comparison (scenario x variant x seed)")
+    sp.add_argument("--scenario", choices=["images", "audio"], required=True)
+    sp.add_argument("--variant", choices=["nosynth", "synth", "narrow"], required=True)
+    sp.add_argument("--seed", type=int, help="run seed (default: the section's seed)")
+    sp.add_argument("--input", help="split dataset (default data/splits/SCENARIO)")
+    sp.add_argument("--synthetic", help="synthetic rows to attach (default data/synth/<blur|mix>[_narrow])")
+    sp.add_argument("--out", help="run directory (default runs/SCENARIO/VARIANT/sSEED)")
+    sp.add_argument("--metrics", help="metrics JSON (default metrics/train/SCENARIO_VARIANT_sSEED.json)")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("evaluate", help="errors with CIs, MLY decomposition, synth vs nosynth verdicts")
+    sp.add_argument("--scenario", choices=["images", "audio"], required=True)
+    sp.add_argument("--runs", help="runs directory (default runs/SCENARIO)")
+    sp.add_argument("--out", help="output directory (default eval/SCENARIO)")
+    sp.add_argument("--metrics", help="metrics JSON (default metrics/evaluate_SCENARIO.json)")
+    sp.add_argument("--report", help="markdown (default reports/evaluate_SCENARIO.md)")
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("report", help="the run's report: markdown + self-contained HTML + PNGs")
+    sp.add_argument("--out", help="output directory (default reports/report)")
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("models", help="the model registry: parameters and FLOPs per model")
+    sp.add_argument("--input", default="1,28,28", help="input shape C,H,W (default 1,28,28)")
+    sp.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
+    sp.set_defaults(func=cmd_models)
 
     sp = sub.add_parser("params", help="print the validated params with defaults filled in")
     sp.add_argument("--defaults", action="store_true", help="print the built-in defaults instead")

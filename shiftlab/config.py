@@ -319,7 +319,15 @@ SCHEMA["synth_blur_narrow"] = _blur_section(
 def defaults(schema=None) -> dict:
     """The default value of every key, as nested dicts."""
     schema = SCHEMA if schema is None else schema
-    return {k: defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in schema.items()}
+    out = {}
+    for k, v in schema.items():
+        if isinstance(v, dict):
+            out[k] = defaults(v)
+        elif isinstance(v, ModuleSection):
+            out[k] = _plain(v.defaults())
+        else:
+            out[k] = copy.deepcopy(v.default)
+    return out
 
 
 def _validate(node: dict, schema: dict, where: str, file: str) -> dict:
@@ -333,7 +341,14 @@ def _validate(node: dict, schema: dict, where: str, file: str) -> dict:
             extra = f" (did you mean {hint[0]}?)" if hint else ""
             raise ShiftlabError(f"{file}: {name}: unknown key{extra}")
         spec = schema[key]
-        if isinstance(spec, dict):
+        if isinstance(spec, ModuleSection):
+            try:
+                out[key] = _plain(spec.validate(value, name))
+            except ValueError as e:
+                raise ShiftlabError(f"{file}: {name}: {e}") from None
+            except ShiftlabError as e:
+                raise ShiftlabError(f"{file}: {e}") from None
+        elif isinstance(spec, dict):
             out[key] = _validate(value if value is not None else {}, spec, name, file)
         else:
             try:
@@ -342,7 +357,10 @@ def _validate(node: dict, schema: dict, where: str, file: str) -> dict:
                 raise ShiftlabError(f"{file}: {name}: {e}") from None
     for key, spec in schema.items():
         if key not in out:
-            out[key] = defaults(spec) if isinstance(spec, dict) else copy.deepcopy(spec.default)
+            if isinstance(spec, ModuleSection):
+                out[key] = _plain(spec.defaults())
+            else:
+                out[key] = defaults(spec) if isinstance(spec, dict) else copy.deepcopy(spec.default)
     return out
 
 
@@ -371,3 +389,94 @@ def section(name: str, path: str | Path = PARAMS_FILE) -> dict:
         hint = difflib.get_close_matches(name, list(SCHEMA), 1)
         raise ShiftlabError(f"{path}: no params section {name!r}{f' (did you mean {hint[0]}?)' if hint else ''}")
     return load(path)[name]
+
+
+# --------------------------------------------------------------------------- module sections
+# Sections whose knobs belong to one module: the module's DEFAULTS are the schema, its own
+# validating merge checks a value (errors name the key). Imported lazily.
+
+
+class ModuleSection:
+    """A params section validated by ``module.func`` over ``module.attr`` (+ ``overrides``)."""
+
+    def __init__(self, module: str, func: str, attr: str = "DEFAULTS", overrides: dict | None = None,
+                 key: str | None = None):
+        self.module, self.func, self.attr = module, func, attr
+        self.overrides = overrides or {}
+        self.key = key  # the section name the module's messages use (replaced by the real one)
+
+    def _mod(self):
+        import importlib
+
+        return importlib.import_module(self.module)
+
+    def base(self) -> dict:
+        return _deep_merge(copy.deepcopy(getattr(self._mod(), self.attr)), self.overrides)
+
+    def defaults(self) -> dict:
+        return self.validate(None, "")
+
+    def validate(self, value, name: str) -> dict:
+        import inspect
+
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"must be a mapping of keys, got {value!r}")
+        merged = _deep_merge(self.base(), value or {})
+        fn = getattr(self._mod(), self.func)
+        if "where" in inspect.signature(fn).parameters and name:
+            return fn(merged, where=name)
+        try:
+            return fn(merged)
+        except ShiftlabError as e:
+            msg = str(e)
+            k = self.key
+            if k and name and msg.startswith(k) and msg[len(k):len(k) + 1] in (".", ":"):
+                msg = name + msg[len(k):]
+            raise ShiftlabError(msg) from None
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in key by key (nested dicts recursively)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _plain(obj):
+    """Tuples -> lists, numpy scalars -> Python (so defaults compare equal to YAML)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        return obj.item()
+    return obj
+
+
+#: the in-car target of the audio scenario (shiftlab.mixing.target)
+SCHEMA["target_mix"] = ModuleSection("shiftlab.mixing.target", "check_cfg", key="target_mix")
+#: car-noise synthesis (shiftlab.mixing.mix): the default and the book's one-recording trap
+SCHEMA["synth_mix"] = ModuleSection("shiftlab.mixing.mix", "check_cfg", key="synth_mix")
+SCHEMA["synth_mix_narrow"] = ModuleSection("shiftlab.mixing.mix", "check_cfg", "NARROW", key="synth_mix")
+#: diversity checks (both the default and the narrow synthesis are checked with the same gates)
+SCHEMA["check_images"] = ModuleSection("shiftlab.synth.diversity", "check_cfg", key="check_images")
+SCHEMA["check_audio"] = ModuleSection("shiftlab.mixing.diversity", "check_cfg", key="check_audio")
+#: the comparison matrix: dvc.yaml's train stages run every variant x seed
+SCHEMA["experiment"] = {
+    "variants": List(Str("nosynth", choices=["nosynth", "synth", "narrow"]), ["nosynth", "synth", "narrow"], 1),
+    "seeds": List(Int(0, 0), [0, 1, 2], 1),
+}
+#: training per scenario (shiftlab.train.trainer); the defaults fit `make demo` on 2 CPU cores
+SCHEMA["train_images"] = ModuleSection("shiftlab.train.trainer", "merge", overrides={
+    "model": "attention_tiny", "epochs": 4, "batch_size": 128, "lr": 0.05, "eval_train_rows": 2000,
+}, key="train")
+SCHEMA["train_audio"] = ModuleSection("shiftlab.train.trainer", "merge", overrides={
+    "model": "attention_tiny", "epochs": 8, "batch_size": 64, "lr": 0.05, "eval_train_rows": 2000,
+}, key="train")
+SCHEMA["evaluate"] = ModuleSection("shiftlab.train.evaluate", "merge_config", key="evaluate")
+#: the report of the whole run (shiftlab.train.report)
+SCHEMA["report"] = ModuleSection("shiftlab.train.report", "merge_config", key="report")

@@ -16,9 +16,29 @@ def write(tmp_path, data) -> Path:
 
 
 def test_repo_params_file_is_valid_and_complete(repo_root):
-    """params.yaml lists every key (it is the documentation of the knobs) with the defaults."""
+    """params.yaml lists every key (it is the documentation of the knobs) and is valid.
+
+    Values may differ from the built-in defaults where the embedded demo is sized for
+    2 CPU cores; those differences are the ones listed here, nothing else.
+    """
     raw = yaml.safe_load(Path(repo_root, "params.yaml").read_text())
-    assert config.validate(raw) == config.defaults()
+    got, dflt = config.validate(raw), config.defaults()
+
+    def diff(a, b, prefix=""):
+        out = set()
+        for k in a:
+            if isinstance(a[k], dict) and isinstance(b.get(k), dict):
+                out |= diff(a[k], b[k], prefix + k + ".")
+            elif a[k] != b.get(k):
+                out.add(prefix + k)
+        return out
+
+    sized = {
+        "split_images.target_train_fraction", "split_images.max_source_rows",
+        "check_images.max_rows", "check_images.max_target", "check_images.max_kernels",
+        "check_images.features.train_rows", "check_images.features.epochs",
+    }
+    assert diff(got, dflt) <= sized, diff(got, dflt) - sized
 
     def keys(d, prefix=""):
         out = set()

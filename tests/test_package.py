@@ -68,7 +68,7 @@ def test_console_command_and_params_errors(repo_root, tmp_path):
     exe = Path(sys.executable).with_name("shiftlab")
     assert exe.exists(), "console script `shiftlab` is not installed"
     ok = subprocess.run([exe, "params", "--section", "split_images"], cwd=repo_root, capture_output=True, text=True)
-    assert ok.returncode == 0 and "target_train_fraction: 0.5" in ok.stdout
+    assert ok.returncode == 0 and "dev_fraction: 0.5" in ok.stdout
     bad = tmp_path / "params.yaml"
     bad.write_text("split_images:\n  beta_sorce: 0.1\n")
     r = subprocess.run([exe, "--params", str(bad), "split", "images"], cwd=tmp_path, capture_output=True, text=True)
@@ -76,6 +76,17 @@ def test_console_command_and_params_errors(repo_root, tmp_path):
     assert r.stderr.strip() == (
         f"shiftlab: error: {bad}: split_images.beta_sorce: unknown key (did you mean beta_source?)"
     )
+    # sections validated by their module (train, checks, mixing) name the key the same way
+    for text, msg in (
+        ("train_audio:\n  epoch: 3\n", "train_audio.epoch: unknown key (did you mean epochs?)"),
+        ("check_images:\n  max_rows: 3\n", "check_images.max_rows"),
+        ("synth_mix_narrow:\n  copies: 0\n", "synth_mix_narrow.copies"),
+        ("experiment:\n  variants: [nosynth, sinth]\n", "experiment.variants"),
+    ):
+        bad.write_text(text)
+        r = subprocess.run([exe, "--params", str(bad), "params"], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith(f"shiftlab: error: {bad}: {msg}"), r.stderr
     r = subprocess.run([exe, "split", "images", "--params", "x"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2  # argparse usage error
     r = subprocess.run([exe, "--params", str(tmp_path / "none.yaml"), "params"], capture_output=True, text=True)
@@ -87,4 +98,4 @@ def test_split_without_prepared_input_names_the_missing_path(tmp_path):
     (tmp_path / "params.yaml").write_text("")
     r = subprocess.run([exe, "split", "audio"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2
-    assert "data/prepared/speech: no prepared dataset here (run `shiftlab prepare speech` first)" in r.stderr
+    assert "data/prepared/speech_incar: no prepared dataset here (run `shiftlab prepare target` first)" in r.stderr

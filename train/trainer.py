@@ -800,7 +800,10 @@ def main_train(cfg: Mapping[str, Any] | None, splits_path: str | os.PathLike, ou
     """
     t0 = time.perf_counter()
     cfg = merge(cfg)
-    splits = store.load(splits_path, "split datasets", "run the split stage first")
+    if isinstance(splits_path, (str, os.PathLike)):
+        splits = store.load(splits_path, "split datasets", "run the split stage first")
+    else:  # an in-memory DatasetDict (e.g. the splits with synthetic rows attached)
+        splits = splits_path
     dist = init_distributed(cfg["device"])
     live = None
     if live_dir is not None and dist.main:
