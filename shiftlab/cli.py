@@ -128,8 +128,11 @@ def cmd_synth(args) -> None:
     cfg = config.section(section, args.params)
     src = Path(args.input or default_in)
     splits = store.load(src, "split dataset", f"run `shiftlab split {default_in.name}` first")
-    ds = mod.make_synthetic(splits, cfg, progress=True)
+    shard = _parse_shard(args.shard)
+    ds = mod.make_synthetic(splits, cfg, progress=True, shard=shard)
     out = Path(args.out or SYNTH / section.replace("synth_", "", 1))
+    if shard is not None and not args.out:
+        out = out.with_name(f"{out.name}.shard{shard[0]}of{shard[1]}")
     if len(ds):
         schema.check(ds, f"synth {args.what}")
     store.save(ds, out)
@@ -313,6 +316,12 @@ def cmd_evaluate(args) -> None:
                 for k, v in evaluate.compare_metrics(c).items():
                     flat[f"compare/{treat}/{k}"] = v
                 lines.append(f"{treat} vs nosynth: {c['text']}")
+        if "synth" in preds and "narrow" in preds:  # did the narrow synthesis transfer worse than the default?
+            c = evaluate.compare({"synth": preds["synth"], "narrow": preds["narrow"]}, names, cfg,
+                                 baseline="synth", treatment="narrow")
+            compare["narrow_vs_synth"] = c
+            for k, v in evaluate.compare_metrics(c).items():
+                flat[f"compare/narrow_vs_synth/{k}"] = v
         doc = {"scenario": sc, "label_names": names, "split": "dev", "runs": results, "compare": compare}
         store.write_json(Path(tmp) / "results.json", doc)
     store.write_json(Path(args.metrics or METRICS / f"evaluate_{sc}.json"), flat)
@@ -353,6 +362,36 @@ def cmd_models(args) -> None:
     print(models.table(shape, num_classes=args.classes))
 
 
+def _parse_shard(text):
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ShiftlabError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ShiftlabError(f"--shard {text!r}: expected 0 <= I < N")
+    return i, n
+
+
+def cmd_merge(args) -> None:
+    """shiftlab merge OUT IN...: concatenate datasets (e.g. synthesis shards, in shard order)."""
+    t0 = time.perf_counter()
+    import datasets as hfds
+
+    from shiftlab import store
+
+    parts = [store.load(Path(p), "dataset to merge") for p in args.inputs]
+    if any(isinstance(p, hfds.DatasetDict) for p in parts):
+        raise ShiftlabError("merge: inputs must be datasets of rows (e.g. synthesis shards), not split DatasetDicts")
+    ds = hfds.concatenate_datasets(parts)
+    ids = ds["id"]
+    if len(set(ids)) != len(ids):
+        raise ShiftlabError("merge: the inputs share row ids (the same shard twice?)")
+    store.save(ds, Path(args.out))
+    print(f"merge: {len(ds):,} rows from {len(parts)} inputs -> {args.out} [{time.perf_counter() - t0:.1f} s]")
+
+
 def cmd_params(args) -> None:
     import yaml
 
@@ -390,7 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--section", help="params section (default synth_blur; e.g. synth_blur_narrow)")
     sp.add_argument("--input", help="split dataset (default data/splits/images)")
     sp.add_argument("--out", help="output directory (default data/synth/<section without synth_>)")
+    sp.add_argument("--shard", help="I/N: make only the I-th of N blocks of rows (merge with `shiftlab merge`)")
     sp.set_defaults(func=cmd_synth)
+
+    sp = sub.add_parser("merge", help="concatenate datasets, e.g. synthesis shards in shard order")
+    sp.add_argument("out", help="output directory")
+    sp.add_argument("inputs", nargs="+", help="datasets to concatenate, in order")
+    sp.set_defaults(func=cmd_merge)
 
     sp = sub.add_parser("mix", help="synthetic training speech: car noise mixed into clean source speech")
     sp.add_argument("--section", help="params section (default synth_mix; e.g. synth_mix_narrow)")

@@ -328,7 +328,8 @@ def _image_column(chw: np.ndarray):
     return img_mod._image_column(chw.transpose(0, 2, 3, 1))  # (N, H, W, C) view; stored (C, H, W)
 
 
-def make_synthetic(splits, cfg: Mapping[str, Any] | None = None, device: str = "auto", progress: bool = True):
+def make_synthetic(splits, cfg: Mapping[str, Any] | None = None, device: str = "auto", progress: bool = True,
+                   shard: tuple[int, int] | None = None):
     """Motion-blurred synthetic rows for the eligible train/train_dev parents (module docstring).
 
     Args:
@@ -337,6 +338,10 @@ def make_synthetic(splits, cfg: Mapping[str, Any] | None = None, device: str = "
         device: ``"auto"`` (then ``cfg["device"]`` decides; its ``"auto"`` is CUDA when
             available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         progress: show a tqdm bar (from 200 rows on).
+        shard: ``(i, n)``: only the ``i``-th of ``n`` contiguous blocks of the output rows
+            (0 <= i < n). Every row's kernel derives from (seed, parent index, copy), so the
+            shards, concatenated in order ``0..n-1`` (``shiftlab merge``), equal the
+            unsharded output row for row: run shards on several machines or GPUs.
 
     Returns:
         A ``Dataset`` in the image schema (same features as the splits, no ``weight``) with
@@ -364,6 +369,11 @@ def make_synthetic(splits, cfg: Mapping[str, Any] | None = None, device: str = "
     el = eligible_parents(splits)
     chosen = _choose(len(el["id"]), c["fraction"], seed)
     keys = [(int(p), k) for p in chosen for k in range(copies)]
+    if shard is not None:
+        i, k_sh = shard
+        if not (isinstance(i, int) and isinstance(k_sh, int) and k_sh >= 1 and 0 <= i < k_sh):
+            raise ShiftlabError(f"shard: expected i/n with 0 <= i < n, got {i}/{k_sh}")
+        keys = keys[len(keys) * i // k_sh : len(keys) * (i + 1) // k_sh]
     n = len(keys)
     images = np.empty((n, ch, h, w), dtype=np.uint8)
     recipes: list[str] = []
@@ -439,7 +449,7 @@ def regenerate(recipe: str | Mapping[str, Any], parent_image_hwc) -> np.ndarray:
         img = img[:, :, None]
     if img.ndim != 3:
         raise ShiftlabError(f"regenerate: parent image must be (H, W) or (H, W, C), got shape {img.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))[None])
+    x = torch.from_numpy(np.array(img.transpose(2, 0, 1), order="C")[None])  # a writable copy
     y = apply_kernels(x, [kern])[0].numpy().transpose(1, 2, 0)
     y = np.ascontiguousarray(y)
     return y[:, :, 0] if two_d else y

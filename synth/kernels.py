@@ -166,7 +166,8 @@ def _fit(k: np.ndarray, size: int | None) -> np.ndarray:
         out[o : o + n, o : o + n] = k
         return out
     o = (n - size) // 2
-    out = np.ascontiguousarray(k[o : o + size, o : o + size], dtype=np.float32)
+    # a copy: the cached render is read-only, and a 1x1 crop is already contiguous (no copy)
+    out = np.array(k[o : o + size, o : o + size], dtype=np.float32, order="C", copy=True)
     s = out.sum(dtype=np.float64)
     if s <= 0:  # all mass outside the window: keep a delta so the result is still a blur kernel
         out[size // 2, size // 2] = 1.0

@@ -1,8 +1,10 @@
 """End to end: `dvc repro` of the real dvc.yaml on small params in a temp copy of the repo.
 
-Runs the stages that exist (prepare images/speech/noise, split images/audio) on the
-embedded default data with small sizes, checks the outputs, that a second `dvc repro`
-skips every stage, and that re-running a stage reproduces byte-identical outputs.
+Runs every stage (prepare, split, synthesize, check diversity, the train matrix,
+evaluate, report) on the embedded default data with tiny sizes, checks the outputs,
+that a second `dvc repro` skips every stage, that re-running a stage reproduces
+byte-identical outputs, and that `dvc exp run -S ...` runs a real experiment whose
+metrics `dvc exp show` / `dvc metrics diff` report.
 """
 
 import json
@@ -32,10 +34,21 @@ pytestmark = [
     ),
 ]
 
+TINY_TRAIN = {"epochs": 1, "batch_size": 64, "eval_train_rows": 200, "num_threads": 1,
+              "model_kwargs": {"width": 2, "stem_width": 4}}
 SMALL = {
-    "prepare_images": {"fashion_mnist": {"source_rows": 600, "target_rows": 200}},
+    "prepare_images": {"fashion_mnist": {"source_rows": 600, "target_rows": 400}},
     "prepare_speech": {"tts": {"espeak_voices": 3, "flite_voices": ["slt"]}},
-    "split_images": {"train_dev_fraction": 0.1},
+    "split_images": {"train_dev_fraction": 0.1, "target_train_fraction": 0.2, "max_source_rows": None},
+    "synth_mix": {"bank": {"n_cars": 12, "seconds_per_car": 4.0}},
+    "check_images": {"max_rows": 300, "max_target": 200, "max_kernels": 300, "realism": {"n_boot": 100},
+                     "features": {"train_rows": 400, "epochs": 1}},
+    "check_audio": {"n_boot": 100, "max_bank_segments": 200},
+    "experiment": {"seeds": [0, 1]},
+    "train_images": dict(TINY_TRAIN),
+    "train_audio": dict(TINY_TRAIN),
+    "evaluate": {"n_boot": 200},
+    "report": {"examples": 4},
 }
 
 
@@ -83,8 +96,10 @@ def project(tmp_path_factory, request):
 
 def test_repro_builds_every_output(project):
     work, _, first = project
-    for stage in ("prepare images", "prepare speech", "prepare noise", "split_images", "split_audio",
-                  "synth blur [synth_blur]", "synth blur [synth_blur_narrow]"):
+    for stage in ("prepare images", "prepare speech", "prepare noise", "prepare target", "split_images",
+                  "split_audio", "synth blur [synth_blur]", "synth blur [synth_blur_narrow]", "mix [synth_mix]",
+                  "mix [synth_mix_narrow]", "check images [data/synth/blur]", "check audio [data/synth/mix_narrow]",
+                  "train: attention_tiny", "evaluate images: 6 runs", "evaluate audio: 6 runs", "report: "):
         assert stage in first.stdout, first.stdout  # one summary line per stage
     imgs = store.load(work / "data/prepared/images")
     assert len(imgs) == 800 and set(imgs["domain"]) == {"source", "target"}
@@ -106,8 +121,38 @@ def test_repro_builds_every_output(project):
     narrow = store.load(work / "data/synth/blur_narrow")
     assert len({json.dumps(json.loads(r)["kernel"], sort_keys=True) for r in narrow["recipe"]}) == 1
     metrics = json.loads((work / "metrics/split_images.json").read_text())
-    assert sum(metrics["rows"].values()) == 800
+    assert sum(metrics["rows"].values()) == 1000
     assert (work / "reports/split_audio.md").read_text().strip()
+    # audio: the target is real speech under held-out real car noise; synthesis never uses that noise
+    incar = store.load(work / "data/prepared/speech_incar")
+    tgt_noise = {json.loads(r)["target_mix"]["noise"] for r, d in zip(incar["recipe"], incar["domain"])
+                 if d == "target"}
+    bank = store.load(work / "data/synth/mix_bank")
+    assert tgt_noise and tgt_noise.isdisjoint(bank["id"])
+    assert set(store.load(work / "data/synth/mix_narrow_bank")["id"]) == {"dustracing2d/skid"}
+    # diversity checks: the narrow syntheses fail their gates
+    for name in ("check_images_narrow", "check_audio_narrow"):
+        chk = json.loads((work / f"metrics/{name}.json").read_text())
+        assert chk["verdict"] == "fail" and any(not g["passed"] for g in chk["gates"])
+        assert (work / f"reports/{name}.md").read_text().startswith("#")
+    # every run of the matrix: best checkpoint (weights only) and predictions
+    for sc in ("images", "audio"):
+        for var in ("nosynth", "synth", "narrow"):
+            for seed in (0, 1):
+                run_dir = work / "runs" / sc / var / f"s{seed}"
+                assert (run_dir / "best.pt").is_file() and (run_dir / "predictions.npz").is_file()
+                m = json.loads((work / f"metrics/train/{sc}_{var}_s{seed}.json").read_text())
+                assert m["epochs"] == 1 and 0.0 <= m["error"]["dev"] <= 1.0
+        res = json.loads((work / f"eval/{sc}/results.json").read_text())
+        assert set(res["runs"]) == {"nosynth", "synth", "narrow"} and set(res["compare"]) == {"synth", "narrow", "narrow_vs_synth"}
+        for treat, c in res["compare"].items():
+            assert c["verdict"] in ("helps", "no measurable effect", "hurts")
+        flat = json.loads((work / f"metrics/evaluate_{sc}.json").read_text())
+        assert "compare/synth/difference" in flat or any(k.startswith("compare/synth/") for k in flat)
+    md = (work / "reports/report/report.md").read_text()
+    html = (work / "reports/report/report.html").read_text()
+    assert "helps" in md or "no measurable effect" in md or "hurts" in md
+    assert "data:image/png;base64," in html
 
 
 def test_second_repro_skips_everything(project):
@@ -121,11 +166,27 @@ def test_second_repro_skips_everything(project):
 
 def test_forced_rerun_is_byte_identical(project):
     work, run, _ = project
-    outs = ("data/prepared/images", "data/prepared/speech", "data/splits/images", "data/splits/audio", "data/synth/blur")
+    outs = ("data/prepared/images", "data/prepared/speech", "data/splits/images", "data/splits/audio", "data/synth/blur",
+            "data/prepared/speech_incar", "data/synth/mix", "data/synth/mix_bank")
     before = {p: store.tree_digest(work / p) for p in outs}
     run(sys.executable, "-m", "dvc", "repro", "-f", "prepare_images", "prepare_speech", "split_images", "split_audio",
-        "synth_blur", "--single-item")
+        "synth_blur", "prepare_target", "synth_mix", "--single-item")
     after = {p: store.tree_digest(work / p) for p in before}
     assert before == after
     status = run(sys.executable, "-m", "dvc", "status")
     assert "up to date" in status.stdout
+
+
+def test_experiment_run_show_and_diff(project):
+    """`dvc exp run -S` reruns what the override touches; exp show / metrics diff report it."""
+    work, run, _ = project
+    r = run(sys.executable, "-m", "dvc", "exp", "run", "-S", "split_images.beta_source=balanced", "-n", "balanced")
+    assert "Running stage 'train_synth@run0-0'" in r.stdout or "train_synth@run0-0" in r.stdout, r.stdout
+    assert "prepare_speech" not in r.stdout.split("Running stage")[-1] or "skipping" in r.stdout
+    shown = json.loads(run(sys.executable, "-m", "dvc", "exp", "show", "--json").stdout)
+    text = json.dumps(shown)
+    assert "balanced" in text and "evaluate_images.json" in text
+    diff = run(sys.executable, "-m", "dvc", "metrics", "diff", "HEAD", "balanced", "--json")
+    assert diff.returncode == 0
+    run(sys.executable, "-m", "dvc", "plots", "diff", "HEAD", "balanced", "-o", str(work / ".plots"))
+    assert any((work / ".plots").rglob("*.html"))

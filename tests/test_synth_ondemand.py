@@ -80,3 +80,27 @@ def test_errors():
         OnTheFlyBlur()(_batch(2), [0], 0)
     with pytest.raises(ShiftlabError, match="uint8"):
         BlurredDataset([np.zeros((4, 4), np.float32)])[0]
+
+
+def test_shards_concatenated_equal_the_unsharded_output():
+    """synth blur --shard I/N: blocks of rows that merge back into the unsharded dataset."""
+    import datasets as hfds
+
+    from shiftlab import store
+    from shiftlab.datasets import images
+    from shiftlab.synth import blur
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (30, 12, 12), dtype=np.uint8)
+    ds = images.from_arrays(arr, np.arange(30) % 3, domain=["source"] * 20 + ["target"] * 10)
+    splits = hfds.DatasetDict(train=ds.select(range(16)), train_dev=ds.select(range(16, 20)),
+                              dev=ds.select(range(20, 25)), test=ds.select(range(25, 30)))
+    cfg = {"copies": 2, "fraction": 1.0}
+    whole = blur.make_synthetic(splits, cfg, device="cpu", progress=False)
+    parts = [blur.make_synthetic(splits, cfg, device="cpu", progress=False, shard=(i, 3)) for i in range(3)]
+    assert sum(len(p) for p in parts) == len(whole) == 40
+    merged = hfds.concatenate_datasets(parts)
+    assert merged["id"] == whole["id"] and merged["recipe"] == whole["recipe"]
+    assert np.array_equal(np.asarray(merged.with_format("numpy")["image"]), np.asarray(whole.with_format("numpy")["image"]))
+    with pytest.raises(ShiftlabError, match="shard"):
+        blur.make_synthetic(splits, cfg, device="cpu", progress=False, shard=(3, 3))
