@@ -504,3 +504,14 @@ def test_module_cli_reports_config_errors(tmp_path, capsys):
     assert err == "shiftlab: error: train.epochs: must be an integer >= 1, got 0"
     assert trainer.main(["--splits", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert "no split datasets here" in capsys.readouterr().err
+
+
+def test_boolean_options_are_accepted_where_listed():
+    """amp / channels_last / data_on_device take auto, true or false (and nothing else)."""
+    from shiftlab.train import trainer as tr
+
+    c = tr.merge({"amp": False, "channels_last": True, "data_on_device": False})
+    assert c["amp"] is False and c["channels_last"] is True and c["data_on_device"] is False
+    for bad in ("maybe", 1, 0):
+        with pytest.raises(ShiftlabError, match="train.amp: must be one of auto, true, false"):
+            tr.merge({"amp": bad})

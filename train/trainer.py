@@ -158,7 +158,9 @@ def merge(cfg: Mapping[str, Any] | None, where: str = "train") -> dict[str, Any]
         out[k] = float(v)
 
     def choice(k, options):
-        if isinstance(out[k], bool) or out[k] not in options:
+        v = out[k]
+        # a bool matches only a bool option (True == 1 must not pass as an int option, nor 1 as True)
+        if not any((v is o) if isinstance(o, bool) or isinstance(v, bool) else v == o for o in options):
             shown = ", ".join(str(o).lower() if isinstance(o, bool) else str(o) for o in options)
             raise bad(k, f"must be one of {shown}")
 
