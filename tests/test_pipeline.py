@@ -102,7 +102,7 @@ def test_repro_builds_every_output(project):
                   "train: attention_tiny", "evaluate images: 6 runs", "evaluate audio: 6 runs", "report: "):
         assert stage in first.stdout, first.stdout  # one summary line per stage
     imgs = store.load(work / "data/prepared/images")
-    assert len(imgs) == 800 and set(imgs["domain"]) == {"source", "target"}
+    assert len(imgs) == 1000 and set(imgs["domain"]) == {"source", "target"}
     splits = store.load(work / "data/splits/images")
     assert set(splits) == {"train", "train_dev", "dev", "test"}
     assert set(splits["dev"]["domain"]) == {"target"} and set(splits["test"]["domain"]) == {"target"}
