@@ -473,10 +473,11 @@ SCHEMA["experiment"] = {
 #: training per scenario (shiftlab.train.trainer); the defaults fit `make demo` on 2 CPU cores
 SCHEMA["train_images"] = ModuleSection("shiftlab.train.trainer", "merge", overrides={
     "model": "attention_tiny", "epochs": 3, "batch_size": 128, "lr": 0.05, "eval_train_rows": 1000,
+    "epoch_rows": "real",
 }, key="train")
 SCHEMA["train_audio"] = ModuleSection("shiftlab.train.trainer", "merge", overrides={
     "model": "attention_tiny", "model_kwargs": {"width": 4, "stem_width": 8}, "epochs": 8, "batch_size": 32,
-    "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.01, "eval_train_rows": 1000,
+    "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.01, "eval_train_rows": 1000, "epoch_rows": "real",
     "frontend": {"n_mels": 40, "hop_length": 320},
 }, key="train")
 SCHEMA["evaluate"] = ModuleSection("shiftlab.train.evaluate", "merge_config", key="evaluate")

@@ -309,6 +309,50 @@ def test_loader_epochs_cover_rows_once_and_shards_match_global_batches():
     assert np.array_equal(np.concatenate([e0, e1]), np.arange(41))
 
 
+def test_loader_epoch_rows_stream_covers_every_row_before_repeating():
+    d = tdata.load_split(image_split(10, "tr"), "train")
+    ld = tdata.Loader(d, 4, shuffle=True, seed=3, epoch_rows=4)
+    assert len(ld) == 1
+    epochs = [np.concatenate([b.rows for b in ld.epoch(e)]) for e in range(5)]
+    assert all(len(e) == 4 for e in epochs)
+    stream = np.concatenate(epochs)  # 20 items = two full passes over the 10 rows
+    assert sorted(stream[:10].tolist()) == list(range(10)) and sorted(stream[10:].tolist()) == list(range(10))
+    assert np.array_equal(stream, np.concatenate([tdata.stream_rows(10, 3, e, 4) for e in range(5)]))
+    assert not np.array_equal(stream[:10], stream[10:])  # a fresh permutation per pass
+    # more rows per epoch than the data: wraps into the next pass; 2 ranks share each global batch
+    big = tdata.Loader(d, 8, shuffle=True, seed=3, epoch_rows=25)
+    assert len(big) == 4 and sum(len(b.rows) for b in big.epoch(0)) == 25
+    r0, r1 = (list(tdata.Loader(d, 8, shuffle=True, seed=3, epoch_rows=25, rank=k, world_size=2).epoch(0))
+              for k in (0, 1))
+    for g, a, b in zip(list(big.epoch(0))[:3], r0, r1):  # the last global batch has 1 row (a stand-in on rank 1)
+        assert np.array_equal(np.concatenate([a.rows, b.rows]), g.rows)
+    with pytest.raises(ShiftlabError, match="epoch_rows"):
+        tdata.Loader(d, 4, shuffle=True, epoch_rows=0)
+
+
+def test_epoch_rows_real_gives_synthetic_variants_the_same_steps(tmp_path):
+    s = image_splits(n_train=60, n_syn=40)
+    seen: list = []
+
+    def hook(x, sample_index, epoch):
+        seen.append((epoch, np.asarray(sample_index).copy()))
+        return x
+
+    res = trainer.train(s, cfg(epochs=2, epoch_rows="real", batch_size=16), tmp_path, model=Tiny, augment=hook,
+                        progress=False)
+    assert res["rows"]["train"] == 100 and res["epoch_rows"] == 60 and res["steps"] == 2 * 4
+    per_epoch = [np.concatenate([i for ep, i in seen if ep == e]) for e in (0, 1)]
+    assert [len(p) for p in per_epoch] == [60, 60]
+    both = np.concatenate(per_epoch)
+    assert len(set(both[:100].tolist())) == 100  # every real and synthetic row once before any repeats
+    res = trainer.train(s, cfg(epochs=1, epoch_rows=None, batch_size=16), tmp_path / "all", model=Tiny,
+                        progress=False)
+    assert res["epoch_rows"] == 100 and res["steps"] == 7
+    for bad in (0, -3, "half", True, 2.5):
+        with pytest.raises(ShiftlabError, match=r"train\.epoch_rows"):
+            trainer.merge({"epoch_rows": bad})
+
+
 # --------------------------------------------------------------------------- frontend
 
 

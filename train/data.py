@@ -39,7 +39,7 @@ from shiftlab.errors import ShiftlabError
 
 __all__ = [
     "ROWS", "SplitData", "Batch", "Loader", "row_mask", "load_split", "load_splits",
-    "epoch_permutation", "uniforms", "fit_length",
+    "epoch_permutation", "stream_rows", "uniforms", "fit_length",
 ]
 
 #: accepted values of the ``rows`` option
@@ -216,6 +216,23 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return seeding.sample_rng(seed, epoch, "trainer", "permutation").permutation(n)
 
 
+def stream_rows(n: int, seed: int, epoch: int, epoch_rows: int) -> np.ndarray:
+    """The rows of ``epoch`` when every epoch draws ``epoch_rows`` rows (same on every rank).
+
+    The epochs cut one endless stream: seeded permutations of the ``n`` rows laid end to end
+    (pass ``k`` is ``sample_rng(seed, k, "trainer", "stream")``), epoch ``e`` takes items
+    ``[e * epoch_rows, (e + 1) * epoch_rows)``. So no row repeats before every row was seen,
+    and an epoch shorter than the data still covers all rows over the following epochs.
+    """
+    if n == 0:
+        return np.zeros(0, np.int64)
+    lo, hi = epoch * epoch_rows, (epoch + 1) * epoch_rows
+    parts = [seeding.sample_rng(seed, k, "trainer", "stream").permutation(n) for k in range(lo // n, -(-hi // n))]
+    cat = np.concatenate(parts)
+    start = lo - (lo // n) * n
+    return cat[start:start + epoch_rows]
+
+
 _M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -268,7 +285,8 @@ class Loader:
 
     def __init__(self, data: SplitData, batch_size: int, device: torch.device | str = "cpu", *,
                  shuffle: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False, data_on_device: str | bool = "auto", max_device_bytes: int = 2 << 30):
+                 drop_last: bool = False, data_on_device: str | bool = "auto", max_device_bytes: int = 2 << 30,
+                 epoch_rows: int | None = None):
         if batch_size < 1:
             raise ShiftlabError(f"batch_size: must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -276,6 +294,9 @@ class Loader:
         self.data, self.batch_size, self.device = data, int(batch_size), torch.device(device)
         self.shuffle, self.seed, self.rank, self.world = shuffle, int(seed), int(rank), int(world_size)
         self.drop_last = bool(drop_last)
+        if epoch_rows is not None and (isinstance(epoch_rows, bool) or int(epoch_rows) < 1):
+            raise ShiftlabError(f"epoch_rows: must be a positive integer or null, got {epoch_rows!r}")
+        self.epoch_rows = None if epoch_rows is None or not shuffle else int(epoch_rows)
         cuda = self.device.type == "cuda"
         nbytes = data.x.numel() * data.x.element_size()
         on_dev = cuda and (data_on_device is True or (data_on_device == "auto" and nbytes <= max_device_bytes))
@@ -290,6 +311,8 @@ class Loader:
 
     def __len__(self) -> int:
         n = len(self.data) if self.shuffle else len(np.array_split(np.arange(len(self.data)), self.world)[self.rank])
+        if self.epoch_rows is not None:
+            n = self.epoch_rows
         if self.shuffle and self.drop_last:
             return n // self.batch_size
         return -(-n // self.batch_size)
@@ -304,8 +327,9 @@ class Loader:
                 rows = mine[s:s + self.batch_size]
                 yield rows, None, w_cpu[torch.from_numpy(rows)].sum()
             return
-        perm = epoch_permutation(n, self.seed, epoch)
-        for s in range(0, n, self.batch_size):
+        perm = epoch_permutation(n, self.seed, epoch) if self.epoch_rows is None else \
+            stream_rows(n, self.seed, epoch, self.epoch_rows)
+        for s in range(0, len(perm), self.batch_size):
             glob = perm[s:s + self.batch_size]
             if len(glob) < self.batch_size and self.drop_last:
                 return

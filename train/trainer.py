@@ -102,6 +102,8 @@ DEFAULTS: dict[str, Any] = {
     "grad_clip": None,           # max global grad norm; null = off
     "seed": 0,
     "rows": "all",               # all | real (= no_synthetic) | no_synthetic | target
+    "epoch_rows": None,          # rows drawn per epoch: null = all train rows; N; or "real" = the number of
+                                 # real (non-synthetic) train rows, so adding synthetic rows does not add steps
     "eval_train_rows": 10000,    # per-epoch train error on a fixed seeded subset; null = all rows
     "device": "auto",            # auto | cpu | cuda | cuda:N
     "amp": "auto",               # auto (bf16 autocast on CUDA only) | true (also on CPU) | false
@@ -201,6 +203,10 @@ def merge(cfg: Mapping[str, Any] | None, where: str = "train") -> dict[str, Any]
     from shiftlab.train.data import ROWS
 
     choice("rows", ROWS)
+    if out["epoch_rows"] != "real":
+        v = out["epoch_rows"]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise bad("epoch_rows", "must be null, a positive integer or real")
     integer("eval_train_rows", 1, nullable=True)
     d = out["device"]
     if not isinstance(d, str) or not (d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
@@ -379,6 +385,18 @@ def _fingerprint(cfg: Mapping[str, Any], train: SplitData, custom_model: bool) -
 # --------------------------------------------------------------------------- passes
 
 
+def resolve_epoch_rows(value, train: SplitData) -> int | None:
+    """Rows per epoch for the ``epoch_rows`` option: None (all rows), an integer, or "real"."""
+    if value is None:
+        return None
+    if value == "real":
+        n = int((train.origin != "synthetic").sum())
+        if n == 0:
+            raise ShiftlabError("train.epoch_rows: real, but the train split has no real rows")
+        return n
+    return int(value)
+
+
 def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
 
@@ -530,8 +548,10 @@ def train(
         "input_shape": list(fe.output_shape()),
     }
     fp = _fingerprint(cfg, tr, custom)
+    epoch_rows = resolve_epoch_rows(cfg["epoch_rows"], tr)
     loader = Loader(tr, cfg["batch_size"], device, shuffle=True, seed=cfg["seed"], rank=dist.rank,
-                    world_size=dist.world, drop_last=cfg["drop_last"], data_on_device=cfg["data_on_device"])
+                    world_size=dist.world, drop_last=cfg["drop_last"], data_on_device=cfg["data_on_device"],
+                    epoch_rows=epoch_rows)
     steps = len(loader)
     if steps == 0:
         raise ShiftlabError(f"train.batch_size: {cfg['batch_size']} with drop_last leaves no batch "
@@ -677,6 +697,7 @@ def train(
         "best_dev_error": best["dev_error"], "best_checkpoint": str(best_path), "last_checkpoint": str(last_path),
         "resumed_from": resumed_from, "epochs": cfg["epochs"], "seconds": time.perf_counter() - t0,
         "label_names": list(names), "rows": {s: len(d) for s, d in data.items()}, "meta": meta,
+        "steps": steps * cfg["epochs"], "epoch_rows": len(tr) if epoch_rows is None else epoch_rows,
     }
 
 
@@ -830,6 +851,7 @@ def main_train(cfg: Mapping[str, Any] | None, splits_path: str | os.PathLike, ou
         "best_epoch": res["best_epoch"], "best_dev_error": res["best_dev_error"], "epochs": res["epochs"],
         "seconds": round(time.perf_counter() - t0, 2), "rows": {s: int(len(p["y"])) for s, p in preds.items()},
         "error": errors, "model": res["meta"]["model"] or "<custom>", "rows_selection": cfg["rows"],
+        "steps": res["steps"], "epoch_rows": res["epoch_rows"],
     }
     if metrics_path is not None:
         store.write_json(metrics_path, metrics)
@@ -842,7 +864,7 @@ def main_train(cfg: Mapping[str, Any] | None, splits_path: str | os.PathLike, ou
         f"train: {metrics['model']}, {res['epochs']} epochs (best {res['best_epoch']}{resumed}), "
         f"dev error {_fmt_pct(errors.get('dev'))}, train {_fmt_pct(errors.get('train'))}, "
         f"train_dev {_fmt_pct(errors.get('train_dev'))}; {res['rows']['train']:,} train rows ({cfg['rows']}), "
-        f"last epoch {hist[-1]['seconds'] if hist else 0:.1f} s -> {out_dir} [{metrics['seconds']:.1f} s]"
+        f"{res['epoch_rows']:,} per epoch, {res['steps']:,} steps, last epoch {hist[-1]['seconds'] if hist else 0:.1f} s -> {out_dir} [{metrics['seconds']:.1f} s]"
     )
     return metrics
 
