@@ -369,9 +369,8 @@ def validate(params: dict | None, file: str = PARAMS_FILE, schema: dict | None =
     return _validate(params or {}, SCHEMA if schema is None else schema, "", file)
 
 
-def load(path: str | Path = PARAMS_FILE) -> dict:
-    """Read and validate a params file (all sections)."""
-    path = Path(path)
+def _read(path: Path):
+    """The raw YAML mapping of a params file (one-line errors for a missing or invalid file)."""
     if not path.is_file():
         raise ShiftlabError(f"{path}: params file not found (run from the project root or pass --params)")
     try:
@@ -380,15 +379,37 @@ def load(path: str | Path = PARAMS_FILE) -> dict:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise ShiftlabError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
-    return validate(raw, str(path))
+    return raw
+
+
+def load(path: str | Path = PARAMS_FILE) -> dict:
+    """Read and validate a params file (all sections)."""
+    path = Path(path)
+    return validate(_read(path), str(path))
 
 
 def section(name: str, path: str | Path = PARAMS_FILE) -> dict:
-    """The validated section ``name`` of the params file."""
+    """The validated section ``name`` of the params file.
+
+    Only this section is validated in depth (a stage reads its own section; validating a
+    module section imports that module, and importing every module would cost each stage
+    seconds): the other sections are checked for unknown names only. ``shiftlab params``
+    and :func:`load` validate the whole file.
+    """
     if name not in SCHEMA:
         hint = difflib.get_close_matches(name, list(SCHEMA), 1)
         raise ShiftlabError(f"{path}: no params section {name!r}{f' (did you mean {hint[0]}?)' if hint else ''}")
-    return load(path)[name]
+    path = Path(path)
+    raw = _read(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ShiftlabError(f"{path}: must be a mapping of params sections, got {raw!r}")
+    for key in raw:
+        if key not in SCHEMA:
+            _validate({key: raw[key]}, SCHEMA, "", str(path))  # raises the unknown-key error
+    sub = {name: raw[name]} if name in raw else {}
+    return _validate(sub, {name: SCHEMA[name]}, "", str(path))[name]
 
 
 # --------------------------------------------------------------------------- module sections
@@ -472,12 +493,13 @@ SCHEMA["experiment"] = {
 }
 #: training per scenario (shiftlab.train.trainer); the defaults fit `make demo` on 2 CPU cores
 SCHEMA["train_images"] = ModuleSection("shiftlab.train.trainer", "merge", overrides={
-    "model": "attention_tiny", "epochs": 3, "batch_size": 128, "lr": 0.05, "eval_train_rows": 1000,
-    "epoch_rows": "real",
+    "model": "attention_tiny", "epochs": 4, "batch_size": 128, "lr": 0.05, "eval_train_rows": 500,
+    "epoch_rows": "real", "channels_last": True,
 }, key="train")
 SCHEMA["train_audio"] = ModuleSection("shiftlab.train.trainer", "merge", overrides={
     "model": "attention_tiny", "model_kwargs": {"width": 4, "stem_width": 8}, "epochs": 8, "batch_size": 32,
-    "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.01, "eval_train_rows": 1000, "epoch_rows": "real",
+    "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.01, "eval_train_rows": 300, "epoch_rows": "real",
+    "channels_last": True,
     "frontend": {"n_mels": 40, "hop_length": 320},
 }, key="train")
 SCHEMA["evaluate"] = ModuleSection("shiftlab.train.evaluate", "merge_config", key="evaluate")

@@ -106,3 +106,19 @@ def test_empty_file_means_all_defaults(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("")
     assert config.load(p) == config.defaults()
+
+
+def test_section_validates_its_own_section_and_rejects_unknown_sections(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump({"split_images": {"seed": 3}, "train_images": {"lr": -1}}))
+    assert config.section("split_images", p)["seed"] == 3  # another section's bad value is that stage's error
+    with pytest.raises(ShiftlabError, match=r"train_images\.lr"):
+        config.section("train_images", p)
+    with pytest.raises(ShiftlabError, match=r"train_images\.lr"):
+        config.load(p)  # the whole file (shiftlab params) still checks every section
+    p.write_text(yaml.safe_dump({"split_image": {"seed": 3}}))
+    with pytest.raises(ShiftlabError, match="split_image: unknown key.*split_images"):
+        config.section("split_audio", p)
+    p.write_text("[1, 2]\n")
+    with pytest.raises(ShiftlabError, match="must be a mapping"):
+        config.section("split_audio", p)
