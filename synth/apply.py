@@ -29,6 +29,7 @@ albumentations does.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any, Sequence
@@ -59,12 +60,6 @@ __all__ = [
 #: 224x224 images, so the FFT takes over above 33x33. CUDA: not measured (no GPU was available);
 #: 15x15 is a conservative guess -- tune with ``bench/blur.py``.
 FFT_MIN_TAPS: dict[str, int] = {"cpu": 33 * 33, "cuda": 15 * 15}
-
-# Cost model for merging kernel-support groups (one conv call per group): a group of n images
-# is folded into a larger existing support when the extra multiply-adds cost less than one
-# call's overhead. Seconds per call and multiply-adds per second, rough per device type.
-_CALL_OVERHEAD_S = {"cpu": 40e-6, "cuda": 60e-6}
-_MACS_PER_S = {"cpu": 15e9, "cuda": 500e9}
 
 _FLOAT_TORCH = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -347,14 +342,22 @@ def _as_planes(images, where="blur_batch"):
     )
 
 
-def _stack_kernels(kernels, n: int) -> np.ndarray:
-    """(N, kh, kw) float32 stack, every kernel zero-padded around its centre to the largest size."""
+def _stack_kernels(kernels, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated kernels as one (N, kh, kw) float32 stack plus their supports.
+
+    Every kernel is zero-padded around its centre to the largest height and width. Returns
+    ``(stack, rh, rw)`` with ``rh``/``rw`` the int64 half sizes of each kernel's centred support
+    (:func:`kernel_support`). A list is stacked one kernel shape at a time (one copy per shape),
+    so the per-kernel Python work is a few attribute reads.
+    """
     if isinstance(kernels, torch.Tensor):
         kernels = kernels.detach().cpu().numpy()
     if isinstance(kernels, np.ndarray) and kernels.dtype != object:
         k = kernels.astype(np.float32, copy=False)
         if k.ndim == 2:
-            k = np.broadcast_to(kernel_array(k)[None], (n,) + k.shape)
+            k = kernel_array(k)
+            rh, rw = _supports(k[None])
+            return np.broadcast_to(k[None], (n,) + k.shape), np.repeat(rh, n), np.repeat(rw, n)
         if k.ndim != 3:
             raise ShiftlabError(f"blur_batch: kernels must be (N, k, k) or (k, k), got shape {k.shape}")
         if k.shape[0] != n:
@@ -363,52 +366,104 @@ def _stack_kernels(kernels, n: int) -> np.ndarray:
             raise ShiftlabError(f"blur_batch: kernel sides must be odd, got shape {k.shape[1:]}")
         if not np.isfinite(k).all():
             raise ShiftlabError("blur_batch: kernels have non-finite values")
-        return k
+        return (k,) + _supports(k)
     if isinstance(kernels, (Kernel, dict, str)):
         return _stack_kernels(kernel_array(kernels), n)
     if not isinstance(kernels, Sequence):
         raise ShiftlabError(f"blur_batch: kernels must be a list, an array or a tensor, got {type(kernels).__name__}")
     if len(kernels) != n:
         raise ShiftlabError(f"blur_batch: {len(kernels)} kernels for {n} images")
-    arrs = []
-    for i, k in enumerate(kernels):
-        if not (isinstance(k, np.ndarray) and k.dtype == np.float32 and k.ndim == 2):
-            k = kernel_array(k, name=f"kernels[{i}]")
-        elif k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
-            raise ShiftlabError(f"kernels[{i}]: kernel sides must be odd, got shape {k.shape}")
-        arrs.append(k)
-    kh = max((a.shape[0] for a in arrs), default=1)
-    kw = max((a.shape[1] for a in arrs), default=1)
+    arrs = kernels
+    try:  # every kernel an array: stacked one shape class at a time, dtype checked per class
+        shapes = [k.shape for k in arrs]
+        classes = _shape_classes(shapes)
+        mats = [np.concatenate([arrs[i] for i in ids]) for ids in classes.values()]
+        fast = all(m.dtype == np.float32 for m in mats)
+    except (AttributeError, TypeError, ValueError):
+        fast = False
+    if not fast:
+        arrs = [
+            k if type(k) is np.ndarray and k.dtype == np.float32 and k.ndim == 2 else kernel_array(k, name=f"kernels[{i}]")
+            for i, k in enumerate(arrs)
+        ]
+        shapes = [k.shape for k in arrs]
+        classes = _shape_classes(shapes)
+        mats = None
+    for sh, ids in classes.items():
+        if len(sh) != 2:
+            raise ShiftlabError(f"kernels[{ids[0]}]: kernel must be 2-D, got shape {tuple(sh)}")
+        if sh[0] % 2 == 0 or sh[1] % 2 == 0:
+            raise ShiftlabError(f"kernels[{ids[0]}]: kernel sides must be odd, got shape {tuple(sh)}")
+    if mats is None:
+        mats = [np.concatenate([arrs[i] for i in ids]) for ids in classes.values()]
+    kh = max((s[0] for s in classes), default=1)
+    kw = max((s[1] for s in classes), default=1)
     out = np.zeros((n, kh, kw), dtype=np.float32)
-    for i, a in enumerate(arrs):
-        oh, ow = (kh - a.shape[0]) >> 1, (kw - a.shape[1]) >> 1
-        out[i, oh : oh + a.shape[0], ow : ow + a.shape[1]] = a
-    if not np.isfinite(out).all():
-        bad = int(np.nonzero(~np.isfinite(out).all(axis=(1, 2)))[0][0])
-        raise ShiftlabError(f"kernels[{bad}]: kernel has non-finite values")
-    return out
+    bad = []
+    for ((h, w), ids), a in zip(classes.items(), mats):
+        a = a.reshape(len(ids), h, w)
+        if not np.isfinite(a).all():
+            bad.append(ids[int(np.argmin(np.isfinite(a).all(axis=(1, 2))))])
+            continue
+        oh, ow = (kh - h) >> 1, (kw - w) >> 1
+        idx = slice(None) if len(ids) == n else np.asarray(ids, dtype=np.int64)
+        out[idx, oh : oh + h, ow : ow + w] = a
+    if bad:
+        raise ShiftlabError(f"kernels[{min(bad)}]: kernel has non-finite values")
+    rh, rw = _supports(out)
+    return out, rh, rw
+
+
+def _shape_classes(shapes: list) -> dict:
+    """{shape: ascending list of the indices with that shape}, shapes in first-seen order."""
+    classes = dict.fromkeys(shapes)
+    if len(classes) == 1:
+        classes[shapes[0]] = range(len(shapes))
+        return classes
+    for sh in classes:
+        classes[sh] = []
+    for i, sh in enumerate(shapes):
+        classes[sh].append(i)
+    return classes
+
+
+@functools.lru_cache(maxsize=64)
+def _dist(k: int) -> np.ndarray:
+    """|i - k // 2| for i in range(k)."""
+    return np.abs(np.arange(k) - k // 2)
 
 
 def _supports(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-kernel centred support half sizes (rh, rw) of an (N, kh, kw) stack."""
+    """Per-kernel centred support half sizes (rh, rw) of an (N, kh, kw) stack (int64).
+
+    ``stack`` must be finite. Non-zero rows and columns are found with two matrix products (numpy's boolean reductions
+    over short axes are ~10x slower), then rh = max |row - centre| over non-zero rows.
+    """
     n, kh, kw = stack.shape
-    nz = stack != 0
-    dh = np.abs(np.arange(kh) - kh // 2)
-    dw = np.abs(np.arange(kw) - kw // 2)
-    rh = np.where(nz.any(axis=2), dh, 0).max(axis=1, initial=0)
-    rw = np.where(nz.any(axis=1), dw, 0).max(axis=1, initial=0)
+    ab = np.abs(stack)  # finite: a row of |k| sums to > 0 iff it has a non-zero tap
+    rows = (ab @ np.ones(kw, np.float32)) > 0  # (n, kh)
+    cols = (np.ones((1, kh), np.float32) @ ab)[:, 0] > 0  # (n, kw)
+    rh = (rows * _dist(kh)).max(axis=1, initial=0)
+    rw = (cols * _dist(kw)).max(axis=1, initial=0)
     return rh.astype(np.int64), rw.astype(np.int64)
 
 
-#: Planner cost model per device type: seconds of fixed cost per conv call, multiply-adds per
-#: second, the channel block a depthwise conv vectorises over (a call is charged for whole
-#: blocks: oneDNN computes 16 channels at a time, so 3 channels cost as much as 16), and the
-#: most bytes of padded float planes per call (larger calls are split; they fall out of cache).
+#: Planner cost model per device type, seconds of one conv call over ``lanes`` planes of
+#: ``h0`` output rows: ``call_s + lanes * (px_s * padded plane size + mac_s * h0 * Q * taps)``,
+#: ``lanes`` being the plane count rounded up to ``block``. CPU: fitted on 28x28 calls (input
+#: conversion, reflect pad and ``conv2d``; torch 2.11, oneDNN, one thread of the project's
+#: AVX-512 AMD EPYC): ~55 us per call, ~0.6 ns per padded pixel, ~42 G multiply-adds/s.
+#: oneDNN's depthwise convolution works on blocks of 16 channels and a channel count that is
+#: not a multiple of 16 takes a slow reorder path (a call of 18 planes costs ~35% more than one
+#: of 32), so every direct call is filled up to whole blocks with spare copies of one of its
+#: images whose results are dropped. ``max_bytes``: the most bytes of padded float planes per
+#: call (larger calls are split). CUDA: not measured (no GPU was available).
 _COST = {
-    "cpu": dict(call_s=50e-6, macs_per_s=25e9, block=16, max_bytes=6 << 20),
-    "cuda": dict(call_s=40e-6, macs_per_s=2e12, block=1, max_bytes=1 << 30),
+    "cpu": dict(call_s=55e-6, px_s=0.6e-9, mac_s=0.024e-9, block=16, max_bytes=6 << 20),
+    "cuda": dict(call_s=40e-6, px_s=0.005e-9, mac_s=0.0005e-9, block=1, max_bytes=1 << 30),
 }
 _STRIPS = (1, 2, 4, 8, 16)
+_FINE_GROUPS = 48  # the planner's run search is quadratic in the number of support groups
 
 
 def _call_cost(g: int, h: int, w: int, planes: int, H: int, Q: int, s: int, m: dict) -> tuple[float, int]:
@@ -422,53 +477,165 @@ def _call_cost(g: int, h: int, w: int, planes: int, H: int, Q: int, s: int, m: d
         if S > 1 and (h0 < 2 * h or h0 < 4):  # halos would dominate
             break
         lanes = -(-(g * planes * S) // block) * block
-        t = m["call_s"] + lanes * (h0 + 2 * h) * qp * taps / m["macs_per_s"]
+        t = m["call_s"] + lanes * ((h0 + 2 * h) * qp * m["px_s"] + h0 * Q * taps * m["mac_s"])
         if t < best[0]:
             best = (t, S)
     return best
 
 
-def _plan(rh: np.ndarray, rw: np.ndarray, planes: int, H: int, Q: int, s: int, device_type: str):
-    """Partition the batch into conv calls: list of (rh, rw, image indices, strips).
+def _call_cost_grid(g, h, w, planes: int, H: int, Q: int, s: int, m: dict) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_call_cost` element-wise over equal-shape int arrays: (seconds, strips)."""
+    taps = (2 * h + 1) * (2 * w + 1)
+    qp = Q + 2 * w * s
+    block = m["block"]
+    best = best_s = None
+    hmin = int(h.min())
+    for S in _STRIPS:
+        h0 = -(-H // S)
+        if S > 1 and (h0 < 2 * hmin or h0 < 4):
+            break
+        lanes = -(-(g * (planes * S)) // block) * block
+        t = m["call_s"] + lanes * ((h0 + 2 * h) * qp * m["px_s"] + (h0 * Q * m["mac_s"]) * taps)
+        if best is None:
+            best, best_s = t, np.ones(t.shape, dtype=np.int64)
+            continue
+        better = (t < best) & (h0 >= 2 * h)
+        best = np.where(better, t, best)
+        best_s[better] = S
+    return best, best_s
 
-    Images are grouped by kernel support; groups sorted by support area are swept once, and a
-    group joins the current call when one call with the union support is modelled cheaper than
-    two (:data:`_COST`). Each call may cut its planes into horizontal strips (with halos) so
-    that few large images still fill the conv's channel block. Calls are split to a byte cap.
+
+def _spare(g: int, lane: int, block: int) -> int:
+    """Images to add to g images of ``lane`` planes each so that the plane count is a multiple
+    of ``block`` without taking more blocks than ``g * lane`` planes already do; 0 if impossible."""
+    q = block // math.gcd(block, lane)
+    filled = -(-g // q) * q
+    return filled - g if filled * lane <= -(-(g * lane) // block) * block else 0
+
+
+def _plan(rh: np.ndarray, rw: np.ndarray, planes: int, H: int, Q: int, s: int, device_type: str, fft_min_taps):
+    """Partition the batch into calls: list of ``(rh, rw, image indices, strips, spare, fft)``.
+
+    Images are grouped by kernel support (rh, rw) (with more than ``_FINE_GROUPS`` distinct
+    supports: by max(rh, rw) and whether rh <, = or > rw). The groups are ordered by max(rh, rw), then
+    min(rh, rw), then rh, and cut into consecutive runs, one call per run with the union
+    support, by dynamic programming on the modelled cost (:data:`_COST`): the cheapest such
+    partition. Each direct call may cut its planes into horizontal strips (with halos) so that
+    few large images still fill the conv's channel block, and gets ``spare`` extra images (copies)
+    to fill its last block (:func:`_spare`). Calls are split to a byte cap. ``fft``: the call's support has at
+    least ``fft_min_taps`` taps.
     """
     m = _COST.get(device_type, _COST["cuda"])
+    block = m["block"]
     key = rh * 4096 + rw
     uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
     inv = inv.reshape(-1)
-    urh, urw = (uniq // 4096).tolist(), (uniq % 4096).tolist()
-    counts = counts.tolist()
-    area = [(2 * a + 1) * (2 * b + 1) for a, b in zip(urh, urw)]
-    order = sorted(range(len(uniq)), key=lambda g: (area[g], urh[g]))
+    G = len(uniq)
+    urh, urw = uniq // 4096, uniq % 4096
+    if G > _FINE_GROUPS:
+        # many distinct supports: plan on coarse groups (max radius, orientation) with their
+        # union support, keeping the run search small (within ~1% of the fine plan on 28x28)
+        ckey = np.maximum(urh, urw) * 3 + np.sign(urw - urh) + 1
+        ckeys, cinv = np.unique(ckey, return_inverse=True)
+        cinv = cinv.reshape(-1)
+        G = len(ckeys)
+        crh = np.zeros(G, dtype=np.int64)
+        crw = np.zeros(G, dtype=np.int64)
+        np.maximum.at(crh, cinv, urh)
+        np.maximum.at(crw, cinv, urw)
+        counts = np.bincount(cinv, weights=counts, minlength=G).astype(np.int64)
+        urh, urw, inv = crh, crw, cinv[inv]
 
-    def cost(g, h, w):
-        return _call_cost(g, h, w, planes, H, Q, s, m)[0]
-
-    calls = []  # [rh, rw, [group ids], count, cost]
-    for g in order:
-        h, w, c = urh[g], urw[g], counts[g]
-        cg = cost(c, h, w)
-        if calls:
-            ch, cw, gids, cc, ccost = calls[-1]
-            uh, uw = max(ch, h), max(cw, w)
-            cu = cost(cc + c, uh, uw)
-            if cu <= ccost + cg:
-                calls[-1] = [uh, uw, gids + [g], cc + c, cu]
-                continue
-        calls.append([h, w, [g], c, cg])
-    out = []
-    for h, w, gids, _, _ in calls:
-        idx = np.nonzero(inv == gids[0])[0] if len(gids) == 1 else np.nonzero(np.isin(inv, gids))[0]
+    def cap_of(h, w):
         per_img = planes * 4 * (H + 2 * h) * (Q + 2 * w * s)
-        cap = max(m["block"], m["max_bytes"] // per_img)
-        for i in range(0, len(idx), cap):
-            part = idx[i : i + cap]
-            out.append((h, w, part, _call_cost(len(part), h, w, planes, H, Q, s, m)[1]))
+        return np.maximum(block, m["max_bytes"] // per_img // block * block)
+
+    if G == 1:
+        segs = [(0, 0, int(urh[0]), int(urw[0]), None)]
+        members = np.arange(len(rh))
+        starts = [0, len(rh)]
+    else:
+        order = np.lexsort((urh, np.minimum(urh, urw), np.maximum(urh, urw)))
+        urh, urw, counts = urh[order], urw[order], counts[order]
+        # union support and image count of every run i..j of groups (upper triangle)
+        tri = np.arange(G)[None, :] >= np.arange(G)[:, None]
+        uh = np.maximum.accumulate(np.where(tri, urh[None, :], 0), axis=1)
+        uw = np.maximum.accumulate(np.where(tri, urw[None, :], 0), axis=1)
+        cn = np.cumsum(np.where(tri, counts[None, :], 0), axis=1)
+        chunks = np.maximum(1, -(-cn // cap_of(uh, uw)))
+        cost, strips = _call_cost_grid(-(-cn // chunks), uh, uw, planes, H, Q, s, m)
+        cost = (cost * chunks).T.tolist()  # cost[j][i]: run i..j
+        best = [0.0] * (G + 1)
+        arg = [0] * G
+        for j in range(G):
+            row = cost[j]
+            bj, bi = math.inf, 0
+            for i in range(j + 1):
+                v = best[i] + row[i]
+                if v < bj:
+                    bj, bi = v, i
+            best[j + 1], arg[j] = bj, bi
+        segs = []
+        j = G - 1
+        while j >= 0:
+            i = arg[j]
+            segs.append((i, j, int(uh[i, j]), int(uw[i, j]), int(strips[i, j]) if chunks[i, j] == 1 else None))
+            j = i - 1
+        segs.reverse()
+        rank = np.empty(G, dtype=np.int64)
+        rank[order] = np.arange(G)
+        members = np.argsort(rank[inv], kind="stable")  # images by group rank
+        starts = np.concatenate(([0], np.cumsum(counts))).tolist()
+    out = []
+    for i, j, h, w, S in segs:
+        idx = members[starts[i] : starts[j + 1]]
+        fft = (2 * h + 1) * (2 * w + 1) >= fft_min_taps
+        k = -(-len(idx) // int(cap_of(h, w)))
+        step = -(-len(idx) // k)
+        for a in range(0, len(idx), step):
+            part = idx[a : a + step]
+            if fft:
+                S = 1
+            elif S is None or k > 1:
+                S = _call_cost(len(part), h, w, planes, H, Q, s, m)[1]
+            out.append((h, w, part, S, 0 if fft else _spare(len(part), planes * S, block), fft))
     return out
+
+
+_ROUND_MAGIC = 8388608.0  # 2**23: x + 2**23 rounds x to an integer, half to even (float32)
+
+
+def _round_u8_(y: torch.Tensor) -> torch.Tensor:
+    """Round float32 values half to even and saturate to [0, 255] (``cvRound`` + saturate_cast),
+    in place; returns an int32 view whose values are the results (copy it into uint8).
+
+    Adding 2**23 makes float32 round at unit precision (the FPU rounds half to even); after
+    clamping to [2**23, 2**23 + 255] the low byte of each float's bit pattern is the result,
+    and an int32 -> uint8 copy keeps exactly that byte. Clobbers ``y``.
+    """
+    y.add_(_ROUND_MAGIC).clamp_(_ROUND_MAGIC, _ROUND_MAGIC + 255.0)
+    return y.view(torch.int32)
+
+
+_HEAP_WARM = False
+
+
+def _keep_heap() -> None:
+    """Once per process: allocate and free one 16 MiB block so that glibc keeps freed heap.
+
+    glibc's malloc serves blocks above its mmap threshold (128 KiB at start) with fresh
+    ``mmap`` pages and trims the heap top whenever more than twice that threshold is free, so
+    the megabyte-sized temporaries of every batch (padded planes, oneDNN's reorder buffers,
+    outputs) are page-faulted in again on each call: ~1000 minor faults per 1024-image 28x28
+    batch, ~40% of its time. Freeing an mmapped block raises both thresholds to its size (the
+    documented dynamic-threshold rule; it never lowers them), after which such temporaries are
+    reused from the heap and at most ~32 MiB of free heap is kept. No effect on other allocators.
+    """
+    global _HEAP_WARM
+    if not _HEAP_WARM:
+        _HEAP_WARM = True
+        block = torch.empty(16 << 20, dtype=torch.uint8)
+        del block
 
 
 def blur_batch(images, kernels, *, method: str = "auto", fft_min_taps: int | None = None):
@@ -489,57 +656,73 @@ def blur_batch(images, kernels, *, method: str = "auto", fft_min_taps: int | Non
 
     Images are grouped by the support of their kernel (the smallest centred rectangle holding
     the non-zero taps) so small kernels are not padded to the largest one; groups are merged
-    when one call is cheaper than two. The batch is never transposed: NHWC arrays and
-    channels-last tensors are convolved interleaved (dilation C), NCHW tensors per plane.
-    Arithmetic is float32; uint8 output is rounded half to even and saturated (as OpenCV);
-    float output is not clipped.
+    when one call is cheaper than two. The batch is reordered once so that every call reads a
+    contiguous slice, and put back in order once at the end. The batch is never transposed:
+    NHWC arrays and channels-last tensors are convolved interleaved (dilation C), NCHW tensors
+    per plane. Arithmetic is float32; uint8 output is rounded half to even and saturated (as
+    OpenCV); float output is not clipped. The result depends only on the inputs (deterministic).
     """
     x, s, c, kind, dtype, layout = _as_planes(images)
     if method not in ("auto", "direct", "fft"):
         raise ShiftlabError(f"blur_batch: method must be 'auto', 'direct' or 'fft', got {method!r}")
     n, P, H, Q = x.shape
-    stack = _stack_kernels(kernels, n)
+    stack, rh, rw = _stack_kernels(kernels, n)
     if n == 0 or H == 0 or Q == 0:
         return images.copy() if kind == "numpy" else images.clone()
     dev = x.device
+    if dev.type == "cpu":
+        _keep_heap()
     if fft_min_taps is None:
         fft_min_taps = FFT_MIN_TAPS.get(dev.type, FFT_MIN_TAPS["cuda"])
-    rh, rw = _supports(stack)
-    calls = _plan(rh, rw, P, H, Q, s, dev.type)
+    if method != "auto":
+        fft_min_taps = 0 if method == "fft" else math.inf
+    calls = _plan(rh, rw, P, H, Q, s, dev.type, fft_min_taps)
     kc_h, kc_w = stack.shape[1] // 2, stack.shape[2] // 2
     to_u8 = x.dtype == torch.uint8
-    out = torch.empty((n, P, H, Q), dtype=torch.uint8 if to_u8 else torch.float32, device=dev)
-    for gh, gw, idx, S in calls:
-        whole = len(idx) == n
-        it = None if whole else torch.from_numpy(idx).to(dev)
-        xg = x if whole else x.index_select(0, it)
-        k = stack if whole else stack[idx]
-        k = torch.from_numpy(np.ascontiguousarray(k[:, kc_h - gh : kc_h + gh + 1, kc_w - gw : kc_w + gw + 1])).to(dev)
-        taps = (2 * gh + 1) * (2 * gw + 1)
-        use_fft = method == "fft" or (method == "auto" and taps >= fft_min_taps)
+    W = Q // s
+    # one gather puts every call's images (and spare copies filling its last block) in a row
+    parts = [np.concatenate((idx, np.full(spare, idx[0], idx.dtype))) if spare else idx for _, _, idx, _, spare, _ in calls]
+    src = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    inorder = len(src) == n and bool((src[1:] > src[:-1]).all()) if n > 1 else len(src) == 1
+    xs = x if inorder else x.index_select(0, torch.from_numpy(src).to(dev))
+    # results land in call order, converted while still in cache: uint8 via _round_u8_
+    out = torch.empty((len(src), P, H, Q), dtype=torch.uint8 if to_u8 else torch.float32, device=dev)
+    a = 0
+    for (gh, gw, idx, S, spare, use_fft), part in zip(calls, parts):
+        g = len(part)
+        xg = xs[a : a + g]
+        k = stack[part, kc_h - gh : kc_h + gh + 1, kc_w - gw : kc_w + gw + 1]
+        k = torch.from_numpy(k).to(dev)
         if use_fft:
-            S = 1
-        xp, h0 = _padded_float(xg, gh, gw, s, S)
-        g = len(idx)
-        if use_fft:
+            xp, _ = _padded_float(xg, gh, gw, s, 1)
             y = _correlate_fft(xp, k, s, H, Q)
         else:
+            if S == 1 and s == 1 and gh < H and gw < W:
+                xp = F.pad(xg.to(torch.float32), (gw, gw, gh, gh), mode="reflect")
+                h0 = H
+            else:
+                xp, h0 = _padded_float(xg, gh, gw, s, S)
             planes = P * S
             w = k.unsqueeze(1) if planes == 1 else k.repeat_interleave(planes, 0).unsqueeze(1)
             y = _correlate_direct(xp, w, s)
             if S > 1:
                 y = y.reshape(g, P, S * h0, Q)[:, :, :H]
-        if to_u8:
-            y = y.round_().clamp_(0, 255)
-        if whole:
-            out.copy_(y)
-        else:
-            out.index_copy_(0, it, y.to(out.dtype))
+        out[a : a + g].copy_(_round_u8_(y) if to_u8 else y)
+        a += g
+    if inorder:
+        y = out
+    else:
+        pos = np.empty(n, dtype=np.int64)
+        off = 0
+        for (_, _, idx, _, _, _), part in zip(calls, parts):
+            pos[idx] = np.arange(off, off + len(idx))
+            off += len(part)
+        y = out.index_select(0, torch.from_numpy(pos).to(dev))
+    if not to_u8 and kind != "numpy" and dtype != torch.float32:
+        y = y.to(dtype)
     if kind == "numpy":
-        res = out.view(n, H, Q // c, c).cpu().numpy()
+        res = y.reshape(n, H, W, c).cpu().numpy()
         return res if res.dtype == dtype else res.astype(dtype)
-    if not to_u8:
-        out = out.to(dtype)
     if layout == "interleaved":
-        return out.view(n, H, Q // c, c).permute(0, 3, 1, 2)
-    return out.view(n, c, H, Q)
+        return y.reshape(n, H, W, c).permute(0, 3, 1, 2)
+    return y.reshape(n, c, H, W)

@@ -248,3 +248,108 @@ def test_cuda_matches_cpu():
         out = A.blur_batch(t.cuda(), ks, method=method)
         assert out.device.type == "cuda"
         assert (out.cpu().int() - ref.int()).abs().max() <= 1
+
+
+# --------------------------------------------------------------- batched path internals (perf work)
+sparse_kernel_st = st.builds(
+    lambda h, w, seed, density, scale: np.where(
+        np.random.default_rng(seed).random((2 * h + 1, 2 * w + 1)) < density,
+        np.random.default_rng(seed + 1).normal(size=(2 * h + 1, 2 * w + 1)) * scale,
+        0.0,
+    ).astype(np.float32),
+    st.integers(0, 6), st.integers(0, 6), st.integers(0, 10_000), st.floats(0.0, 0.3),
+    st.sampled_from([1.0, 1e-20, 1e20]),
+)
+
+
+@FAST
+@given(ks=st.lists(sparse_kernel_st, min_size=1, max_size=12))
+def test_stacked_supports_match_kernel_support(ks):
+    stack, rh, rw = A._stack_kernels(ks, len(ks))
+    kh, kw = stack.shape[1:]
+    for i, k in enumerate(ks):
+        assert (int(rh[i]), int(rw[i])) == A.kernel_support(k)
+        oh, ow = (kh - k.shape[0]) // 2, (kw - k.shape[1]) // 2
+        assert np.array_equal(stack[i, oh : oh + k.shape[0], ow : ow + k.shape[1]], k)
+        assert np.count_nonzero(stack[i]) == np.count_nonzero(k)
+
+
+def test_kernel_list_fast_and_slow_paths_agree():
+    recs = [K.sample(i) for i in range(9)]
+    arrs = [r.render() for r in recs]
+    fast = A._stack_kernels(arrs, 9)
+    mixed = [arrs[0], arrs[1].astype(np.float64), recs[2], recs[3].to_record(), torch.from_numpy(arrs[4])] + arrs[5:]
+    slow = A._stack_kernels(mixed, 9)
+    for a, b in zip(fast, slow):
+        assert np.array_equal(a, b)
+
+
+@FAST
+@given(
+    sup=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12)), min_size=1, max_size=200),
+    planes=st.sampled_from([1, 3]),
+    hw=st.sampled_from([(28, 28), (9, 40), (224, 224)]),
+    s=st.sampled_from([1, 3]),
+)
+def test_plan_covers_every_image_once_and_fills_blocks(sup, planes, hw, s):
+    rh = np.array([a for a, _ in sup], dtype=np.int64)
+    rw = np.array([b for _, b in sup], dtype=np.int64)
+    H, W = hw
+    calls = A._plan(rh, rw, planes, H, W * s, s, "cpu", 33 * 33)
+    seen = np.concatenate([idx for _, _, idx, _, _, _ in calls])
+    assert np.array_equal(np.sort(seen), np.arange(len(sup)))
+    for h, w, idx, S, spare, fft in calls:
+        assert (rh[idx] <= h).all() and (rw[idx] <= w).all()  # the call's support holds every kernel
+        if not fft:
+            lanes, filled = len(idx) * planes * S, (len(idx) + spare) * planes * S
+            assert filled <= -(-lanes // 16) * 16  # spare copies never add a channel block
+            if 16 % (planes * S) == 0:
+                assert filled % 16 == 0
+            elif spare:
+                assert filled % 16 == 0
+            assert S == 1 or -(-H // S) >= max(4, 2 * h)
+
+
+def test_uint8_is_round_half_even_and_saturated_float_result():
+    # exact .5 results: (1 + 2) / 2 = 1.5 -> 2 and (2 + 3) / 2 = 2.5 -> 2 (half to even)
+    img = np.array([[1, 2, 3, 4, 5, 6, 7, 8]], np.uint8)[None, :, :, None]
+    half = np.array([[0.5, 0.5, 0.0]], np.float32)
+    out = A.blur_batch(img, half)[0, 0, :, 0]
+    assert out.tolist() == [2, 2, 2, 4, 4, 6, 6, 8]  # x[0] reflects x[1]: (2 + 1) / 2 = 1.5 -> 2
+    assert np.array_equal(out, A.blur_cpu(img[0], half)[0, :, 0])
+    # saturation both ways, and the uint8 result is exactly rint-and-clip of the float one
+    imgs = _images(11, 40, 13, 13, 1)
+    ks = [K.sample(i) for i in range(38)] + [np.full((1, 1), 2.0, np.float32), np.full((3, 3), -1.0, np.float32)]
+    u8 = A.blur_batch(imgs, ks)
+    f32 = A.blur_batch(imgs.astype(np.float32), ks)
+    assert np.array_equal(u8, np.clip(np.rint(f32), 0, 255).astype(np.uint8))
+    assert (u8[38] == np.clip(imgs[38].astype(int) * 2, 0, 255)).all() and (u8[39] == 0).all()
+
+
+def test_many_support_groups_match_cpu_every_layout():
+    # more distinct supports than the fine planner takes (coarse groups), spare-filled blocks
+    # and (with a low threshold) the FFT path in one batch
+    imgs = _images(12, 70, 17, 17, 3)
+    ks = [np.full((2 * (i // 9) + 1, 2 * (i % 9) + 1), 1 / ((2 * (i // 9) + 1) * (2 * (i % 9) + 1)), np.float32)
+          for i in range(63)] + [K.sample(i) for i in range(6)] + [K.Linear(45, 30)]
+    rh, rw = A._stack_kernels(ks, len(ks))[1:]
+    assert len(set(zip(rh.tolist(), rw.tolist()))) > A._FINE_GROUPS
+    ref = _cpu(imgs, ks)
+    _close(A.blur_batch(imgs, ks), ref, np.uint8)
+    assert any(c[5] for c in A._plan(rh, rw, 1, 17, 51, 3, "cpu", 300)) and any(c[4] for c in A._plan(rh, rw, 1, 17, 51, 3, "cpu", 300))
+    _close(A.blur_batch(imgs, ks, fft_min_taps=300), ref, np.uint8)
+    t = torch.from_numpy(imgs).permute(0, 3, 1, 2)
+    _close(A.blur_batch(t.contiguous(), ks).permute(0, 2, 3, 1).numpy(), ref, np.uint8)
+    _close(A.blur_batch(t.contiguous(memory_format=torch.channels_last), ks).permute(0, 2, 3, 1).numpy(), ref, np.uint8)
+    again = A.blur_batch(imgs, ks)
+    assert np.array_equal(again, A.blur_batch(imgs, ks))  # deterministic
+
+
+def test_few_images_cut_into_strips_match_cpu():
+    imgs = _images(13, 2, 64, 61, 1)
+    ks = [K.Linear(3, 0), K.Linear(5, 90)]
+    rh, rw = A._stack_kernels(ks, 2)[1:]
+    assert any(c[3] > 1 for c in A._plan(rh, rw, 1, 64, 61, 1, "cpu", 33 * 33))
+    _close(A.blur_batch(imgs, ks), _cpu(imgs, ks), np.uint8)
+    t = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+    _close(A.blur_batch(t, ks).permute(0, 2, 3, 1).numpy(), _cpu(imgs, ks), np.uint8)
