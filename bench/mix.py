@@ -16,7 +16,12 @@ same SNR range (``synth_mix.snr_db`` default [0, 20] dB) go to every path:
   recipes, the output ``Dataset`` built in memory) on the CPU with one thread and with all
   cores (``torch.set_num_threads``), and on CUDA when available;
 * ``OnTheFlyMixer`` (the training-time path: speech already a ``(B, T)`` tensor, batches of
-  256, recipes built) on the CPU (1 thread, all cores) and CUDA (tensors on the device).
+  256, recipes built) on the CPU (1 thread, all cores) and CUDA (tensors on the device);
+  once with a fresh output tensor per batch (the default) and once in place
+  (``out=speech``: the batch tensor is overwritten, no per-batch allocation; the working
+  copy is refreshed outside the timer);
+* for scale, a plain ``torch`` copy of the same speech batches into a fresh tensor (one
+  read and one write per sample, one thread): the memory traffic any mixer has at least.
 
 Each path is timed ``repeats`` times after a warm-up; the best time is kept. "x/core" divides
 a path's realtime factor by the threads it used and compares it with audiomentations'.
@@ -44,10 +49,15 @@ SR = 16000
 SNR = (0.0, 20.0)
 
 
-def best_time(fn, repeats: int) -> float:
+def best_time(fn, repeats: int, setup=None) -> float:
+    """Best wall time of ``fn()`` over ``repeats`` runs after a warm-up; ``setup()`` runs untimed before each."""
+    if setup:
+        setup()
     fn()  # warm-up
     best = float("inf")
     for _ in range(repeats):
+        if setup:
+            setup()
         t0 = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t0)
@@ -178,6 +188,25 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
         rows.append(("OnTheFlyMixer CPU (tensors, recipes)", threads, fly_seconds / best_time(fly("cpu"), repeats)))
     torch.set_num_threads(1)
+    work = X.clone()
+
+    def fly_in_place():
+        mixer = M.OnTheFlyMixer(a, {**cfg, "device": "cpu"}, n_samples=len(X))
+        idx = np.arange(len(X))
+
+        def run():
+            for s in range(0, len(X), B_):
+                mixer(work[s: s + B_], idx[s: s + B_], epoch=0, out=work[s: s + B_])
+        return run
+
+    rows.append(("OnTheFlyMixer CPU (in place, out=speech)", 1,
+                 fly_seconds / best_time(fly_in_place(), repeats, setup=lambda: work.copy_(X))))
+
+    def copy_only():
+        for s in range(0, len(X), B_):
+            X[s: s + B_].clone()
+
+    rows.append(("(reference: torch copy of the speech)", 1, fly_seconds / best_time(copy_only, repeats)))
     if torch.cuda.is_available():
         rows.append(("OnTheFlyMixer CUDA (on device, recipes)", "gpu",
                      fly_seconds / best_time(fly("cuda"), repeats)))

@@ -21,7 +21,6 @@ quotes it.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ import datasets as hfds
 import numpy as np
 import pyarrow as pa
 import soundfile as sf
+import xxhash
 
 from shiftlab.datasets import schema
 from shiftlab.errors import ShiftlabError
@@ -279,11 +279,12 @@ def build_dataset(rows: Iterable[dict], label_names: Sequence[str]) -> hfds.Data
         "recipe": pa.array([r["recipe"] for r in rows], pa.string()),
     }
     table = pa.table({k: columns[k] for k in feats})
-    # a content hash as fingerprint (datasets would otherwise pickle the whole table to hash it)
-    h = hashlib.blake2b(digest_size=8)
+    # a content hash as fingerprint (datasets would otherwise pickle the whole table to hash it):
+    # xxh3 (datasets' own hash library; ~20x blake2b's speed) over the sample buffer in place
+    h = xxhash.xxh3_64()
     h.update(repr(names).encode())
-    h.update(flat.tobytes())
-    h.update(lengths.tobytes())
+    h.update(memoryview(flat))
+    h.update(memoryview(lengths))
     for k in ("id", "sampling_rate", "label", "domain", "origin", "group", "parent", "recipe"):
         h.update("\x00".join(map(str, columns[k].to_pylist())).encode())
     table = table.cast(feats.arrow_schema)

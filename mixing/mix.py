@@ -17,14 +17,27 @@ The mix (:func:`mix`)
     ratio taken in float64, because ``add_noise`` itself is not batch-invariant on the
     CPU (its float32 ``log10``/``pow`` take different SIMD paths for different batch
     sizes, so a clip mixed alone differs in the last bits from the same clip mixed in a
-    batch). The norms, ``y = a n`` then ``y += s`` are per-row and elementwise ops whose
-    result does not depend on the batch or the thread count, so a row mixed alone is
+    batch). The norms, ``y = a n`` then ``y += s`` (each rounded once; not a fused
+    multiply-add, whose rounding would depend on the CPU's FMA support) are per-row and
+    elementwise ops whose result does not depend on the batch, the thread count or the
+    chunking below, so a row mixed alone is
     bit-identical to the same row mixed in any batch (tested; a float64 ``sum`` of
     squares, by contrast, splits long rows across threads differently). Then a
     **clipping guard**: a row whose peak exceeds ``peak_limit`` is scaled by ``g =
     peak_limit / peak`` (speech and noise alike, so the SNR is unchanged) instead of
     being clipped; ``g`` is recorded (``speech_gain = g``, ``noise_gain = g a``) and a
     final clamp to ``+-peak_limit`` only removes float32 rounding (at most one ulp).
+
+Speed (the batched paths, :func:`make_synthetic` and :class:`OnTheFlyMixer`)
+    The work is a handful of memory passes per sample, so it is organised around memory:
+    the bank is held as one flat tensor in which every clip is continued cyclically
+    (:class:`_LoopedBank`), so every noise window, looping or not, is a plain slice and a
+    batch of windows one ``index_select``; on the CPU the batch is mixed in chunks of about
+    :data:`CHUNK_BYTES` per tensor (noise window, the two norms, ``a n + s``, the peak:
+    the passes of a chunk run from cache); the noise is written straight into
+    the output, and ``OnTheFlyMixer(..., out=)`` (a caller's buffer, or the speech itself)
+    saves even the allocation of a fresh output (on the CPU a multi-MB tensor costs page
+    faults on every call). ``bench/mix.py`` measures it.
 
 Which rows are mixed
     *Eligible parents* are the rows of ``train`` and ``train_dev`` with domain ``source``
@@ -215,19 +228,40 @@ def _array_tensor(x):
     return torch.as_tensor(a)
 
 
+#: CPU mixes run over chunks of rows holding about this many bytes per tensor (speech,
+#: noise, output) and torch thread, so that the passes of a chunk (two norms, ``a n + s``,
+#: the peak) read from cache, not memory; per-row results do not depend on the chunking.
+CHUNK_BYTES = 2 * 2**20
+
+
 def _mix(speech, noise, snr_db, peak_limit: float = 1.0, names: Sequence[str] | None = None,
-         own_noise: bool = False):
-    """:func:`mix`; ``names`` (one per row, flattened) name the rows in errors; ``own_noise``:
-    the caller hands over a float32 ``noise`` tensor that may be overwritten with the result
-    (saves an allocation; the samples are the same either way)."""
+         own_noise: bool = False, out=None, scratch=None):
+    """:func:`mix`, with options for the batched paths (the samples are the same with or without them).
+
+    ``names`` (one per row, flattened) name the rows in errors. ``noise`` may also be a
+    callable ``fill(i, j, buf)`` that writes noise rows ``i .. j-1`` (of the flattened
+    ``(N, T)`` batch) into the contiguous float32 tensor ``buf`` (``(j - i, T)``): the noise
+    is then produced chunk by chunk, in cache, never as a whole. ``own_noise``: ``noise``
+    is a float32 tensor the caller hands over, overwritten with the result. ``out``: a
+    contiguous float32 tensor of the speech's shape, on its device, for the result (may be
+    ``speech`` itself; its content is undefined after an error). ``own_noise`` and ``out``
+    save the allocation of a fresh output (on the CPU a multi-MB tensor costs page faults
+    on every call); ``scratch``: a float32 tensor of at least one chunk for a ``fill`` when
+    ``out`` is ``speech`` (else a chunk is allocated).
+    """
     import torch
 
     as_numpy = not isinstance(speech, torch.Tensor)
     s = (_array_tensor(speech) if as_numpy else speech).to(torch.float32)
-    n = noise if isinstance(noise, torch.Tensor) else _array_tensor(noise)
-    n = n.to(device=s.device, dtype=torch.float32)
-    if s.shape != n.shape or s.ndim < 1:
-        raise ShiftlabError(f"mix: speech {tuple(s.shape)} and noise {tuple(n.shape)} must have the same shape (..., T)")
+    fill = noise if callable(noise) and not isinstance(noise, torch.Tensor) else None
+    if fill is None:
+        n = noise if isinstance(noise, torch.Tensor) else _array_tensor(noise)
+        n = n.to(device=s.device, dtype=torch.float32)
+        if s.shape != n.shape or s.ndim < 1:
+            raise ShiftlabError(
+                f"mix: speech {tuple(s.shape)} and noise {tuple(n.shape)} must have the same shape (..., T)")
+    elif s.ndim < 1:
+        raise ShiftlabError(f"mix: speech {tuple(s.shape)} must have the shape (..., T)")
     if isinstance(snr_db, torch.Tensor):
         snr = snr_db.detach().to("cpu", torch.float64).numpy()
     else:
@@ -239,14 +273,66 @@ def _mix(speech, noise, snr_db, peak_limit: float = 1.0, names: Sequence[str] | 
     if not np.isfinite(snr).all():
         raise ShiftlabError("mix: snr_db must be finite")
     limit = _peak_limit(peak_limit, "mix: peak_limit")
+    T = s.shape[-1]
+    N = int(np.prod(s.shape[:-1], dtype=np.int64))
+    dev = s.device
     with torch.no_grad():
-        # ||s||, ||n||: float32 L2 norms over the last axis, as add_noise computes them
-        ns = torch.linalg.vector_norm(s, dim=-1)
-        nn = torch.linalg.vector_norm(n, dim=-1)
+        s2 = s.reshape(N, T)
+        n2 = n.reshape(N, T) if fill is None else None
+        if out is not None:
+            y2 = out.view(N, T)
+        elif own_noise and fill is None:
+            y2 = n2
+        else:
+            y2 = torch.empty((N, T), dtype=torch.float32, device=dev)
+        # rows per chunk: the whole batch on accelerators (one launch per op), cache-sized on the CPU
+        R = _chunk_rows(N, T, dev)
+        alias_s = out is not None and _overlaps(y2, s2)
+        in_place = fill is not None and alias_s
+        own_n = fill is not None or own_noise
+        if in_place and scratch is None:
+            scratch = torch.empty(R * T, dtype=torch.float32, device=dev)
+        root = torch.from_numpy(np.ascontiguousarray(np.power(10.0, snr.reshape(N) / 20.0))).to(dev)
+        ns = torch.empty(N, dtype=torch.float32, device=dev)  # ||s||, ||n||: float32 L2 norms per row,
+        nn = torch.empty(N, dtype=torch.float32, device=dev)  # as add_noise computes them
+        a = torch.empty(N, dtype=torch.float32, device=dev)
+        if dev.type == "cpu":  # numpy views: the per-chunk gain takes ~1 us ops instead of torch's ~5 us
+            ns_np, nn_np, a_np, root_np = ns.numpy(), nn.numpy(), a.numpy(), root.numpy()
+        hi = torch.empty(N, dtype=torch.float32, device=dev)
+        lo = torch.empty(N, dtype=torch.float32, device=dev)
+        for i in range(0, N, R):
+            j = min(N, i + R)
+            s_c, y_c = s2[i:j], y2[i:j]
+            if fill is None:
+                n_c = n2[i:j]
+            else:
+                n_c = scratch.view(-1)[: (j - i) * T].view(j - i, T) if in_place else y_c
+                fill(i, j, n_c)
+            ns_c, nn_c, a_c = ns[i:j], nn[i:j], a[i:j]
+            torch.linalg.vector_norm(s_c, dim=-1, out=ns_c)
+            torch.linalg.vector_norm(n_c, dim=-1, out=nn_c)
+            # a = ||s|| / (||n|| 10^(snr/20)): computed in float64 (root is float64), rounded once to float32
+            # (IEEE multiply, divide and rounding: numpy and torch give the same bits)
+            if dev.type == "cpu":
+                with np.errstate(all="ignore"):  # zero / NaN norms: reported below
+                    a_np[i:j] = ns_np[i:j] / (nn_np[i:j] * root_np[i:j])
+            else:
+                torch.div(ns_c, nn_c * root[i:j], out=a_c)
+            # y = a n, then y += s: each rounded once, the bits of every earlier version (a fused
+            # torch.addcmul would round once and be no faster here: the chunk is in cache)
+            if own_n:  # the noise chunk is ours (the output itself, scratch, or handed over)
+                torch.add(s_c, n_c.mul_(a_c.unsqueeze(-1)), out=y_c)
+            elif not alias_s:
+                torch.mul(n_c, a_c.unsqueeze(-1), out=y_c).add_(s_c)
+            else:  # the caller's noise and the output over the speech: a product of our own
+                torch.add(s_c, n_c * a_c.unsqueeze(-1), out=y_c)
+            if T:
+                torch.amax(y_c, -1, out=hi[i:j])
+                torch.amin(y_c, -1, out=lo[i:j])
 
         def row(mask) -> str:
-            i = int(torch.nonzero(mask.reshape(-1))[0])
-            return f"row {names[i]}" if names is not None else f"row {i}"
+            k = int(torch.nonzero(mask.reshape(-1))[0])
+            return f"row {names[k]}" if names is not None else f"row {k}"
 
         for what, e in (("speech", ns), ("noise", nn)):
             bad = ~torch.isfinite(e)  # NaN/inf samples make the norm NaN/inf
@@ -254,22 +340,38 @@ def _mix(speech, noise, snr_db, peak_limit: float = 1.0, names: Sequence[str] | 
                 raise ShiftlabError(f"mix: {what} {row(bad)} has NaN or infinite samples")
         if bool((nn <= 0).any()):
             raise ShiftlabError(f"mix: noise {row(nn <= 0)} has zero energy; the SNR is undefined")
-        root = torch.from_numpy(np.ascontiguousarray(np.power(10.0, snr / 20.0))).to(s.device)
-        a = (ns.to(torch.float64) / (nn.to(torch.float64) * root)).to(torch.float32)
-        y = n.mul_(a.unsqueeze(-1)) if own_noise else n * a.unsqueeze(-1)
-        y.add_(s)  # y = s + a n, each product and sum rounded once (the same bits in place or not)
-        y = y.contiguous()  # (strided inputs give strided results; the guard below writes rows of a view)
-        peak = torch.maximum(y.amax(-1), y.amin(-1).neg_()) if y.shape[-1] else torch.zeros_like(a)
+        peak = torch.maximum(hi, lo.neg_()) if T else torch.zeros_like(a)
         over = peak > limit
         g = torch.where(over, limit / peak.to(torch.float64), 1.0).to(torch.float32)
         if bool(over.any()):  # scale (and clamp) only the rows over the limit
-            flat_y, flat_g = y.reshape(-1, y.shape[-1]), g.reshape(-1)
-            w = torch.nonzero(over.reshape(-1)).squeeze(1)
-            flat_y.index_copy_(0, w, flat_y.index_select(0, w).mul_(flat_g[w].unsqueeze(-1)).clamp_(-limit, limit))
+            w = torch.nonzero(over).squeeze(1)
+            y2.index_copy_(0, w, y2.index_select(0, w).mul_(g[w].unsqueeze(-1)).clamp_(-limit, limit))
         gn = g * a
+        shape = s.shape[:-1]
+        y, g, gn = (out if out is not None else y2.view(s.shape)), g.view(shape), gn.view(shape)
     if as_numpy:
         return y.cpu().numpy(), g.cpu().numpy(), gn.cpu().numpy()
     return y, g, gn
+
+
+def _chunk_rows(N: int, T: int, device) -> int:
+    """Rows per chunk of a batched mix: all ``N`` on accelerators; on the CPU about :data:`CHUNK_BYTES`
+    per tensor and torch thread (each op of a chunk is split over the threads)."""
+    if device.type != "cpu":
+        return max(1, N)
+    import torch
+
+    return max(1, min(N, CHUNK_BYTES * torch.get_num_threads() // max(1, 4 * T)))
+
+
+def _overlaps(x, y) -> bool:
+    """Whether two tensors' memory ranges intersect."""
+    if x.device != y.device or x.numel() == 0 or y.numel() == 0:
+        return False
+    ex = x.element_size()
+    x0, x1 = x.data_ptr(), x.data_ptr() + x.numel() * ex
+    y0, y1 = y.data_ptr(), y.data_ptr() + y.numel() * y.element_size()
+    return x0 < y1 and y0 < x1
 
 
 def _gather_mod(padded, L, clip, offset, length: int):
@@ -305,6 +407,103 @@ def gather(padded, lengths, clip, offset, length: int):
         w = torch.nonzero(wrap).squeeze(1)
         out[w] = _gather_mod(padded, L[w], clip[w], offset[w], length)
     return out
+
+
+#: Largest cyclic extension (bytes) a :class:`_LoopedBank` adds to the bank beyond the
+#: bank's own size; longer speech with many clips falls back to index arithmetic for the
+#: windows that wrap.
+LOOP_EXTRA_BYTES = 64 * 2**20
+
+
+class _LoopedBank:
+    """The bank on a device, laid out for fast window gathers (:class:`OnTheFlyMixer`, :func:`make_synthetic`).
+
+    One flat tensor in which every clip ``c`` (``L`` samples, from ``start[c]``) is followed by
+    ``ext`` samples that continue it cyclically (``np.resize``), so for ``length <= ext + 1``
+    the window ``clip[(o + t) % L]``, ``t < length``, of any offset ``o < L`` -- looping once,
+    many times or not at all -- is the plain slice ``flat[start[c] + o :][:length]``, and a
+    batch of windows is ONE ``index_select`` of rows of an overlapping strided view: one
+    pass that writes the output, no ``(B, T)`` index tensor, no ``%``. Same samples as
+    :func:`gather`. ``ext`` grows to ``length - 1`` on demand while the extension stays under
+    ``max(LOOP_EXTRA_BYTES, bank bytes)``; beyond that the rows that wrap are taken by index
+    arithmetic (few: only clips shorter than ``offset + length`` wrap).
+    """
+
+    def __init__(self, arrays: "bank_mod.BankArrays", device):
+        self.arrays = arrays
+        self.device = device
+        self.lengths = np.asarray(arrays.lengths, dtype=np.int64)
+        self.ext = -1
+        self.flat = None
+        self.start = None
+        self._fit(1)
+
+    def _fit(self, length: int) -> None:
+        import torch
+
+        want = max(0, int(length) - 1)
+        if want <= self.ext:
+            return
+        n_clips, bank_bytes = len(self.lengths), int(self.lengths.sum()) * 4
+        if self.flat is not None and n_clips * want * 4 > max(LOOP_EXTRA_BYTES, bank_bytes):
+            return  # over budget: keep the current layout, wrapping rows take the slow path
+        a = self.arrays
+        parts = [np.resize(a.clip(i), int(L) + want) for i, L in enumerate(self.lengths)]
+        self.start = np.concatenate([[0], np.cumsum(self.lengths + want)[:-1]]).astype(np.int64)
+        self.flat = torch.from_numpy(np.concatenate(parts).astype(np.float32, copy=False)).to(self.device)
+        self.ext = want
+
+    def filler(self, clip: np.ndarray, offset: np.ndarray, length: int):
+        """A ``fill(i, j, buf)`` for :func:`_mix`: writes the noise windows of rows ``i .. j-1``
+        (row ``r`` = ``clip_r[(offset_r + t) % L_r]``, ``t < length``) into ``buf``, a contiguous
+        ``(j - i, length)`` float32 tensor on the device. ``clip`` / ``offset``: int64 numpy
+        arrays, ``0 <= offset < L``."""
+        import torch
+
+        length = int(length)
+        self._fit(length)
+        clip = np.asarray(clip, dtype=np.int64)
+        offset = np.asarray(offset, dtype=np.int64)
+        flat, n = self.flat, self.flat.numel()
+        start = self.start[clip] + offset
+        if length - 1 <= self.ext:  # every window is a slice: one index_select per chunk
+            rows = flat.as_strided((n - length + 1, length), (1, 1))
+            index = torch.from_numpy(start).to(self.device)
+
+            def fill(i: int, j: int, buf) -> None:
+                torch.index_select(rows, 0, index[i:j], out=buf)
+
+            return fill
+        # over budget: the rows that fit their clip + extension are slices, the others index arithmetic
+        L = self.lengths[clip]
+        wrap = offset + length > L + self.ext
+
+        def fill_slow(i: int, j: int, buf) -> None:
+            w = wrap[i:j]
+            k = np.flatnonzero(~w)
+            if len(k):
+                rows = flat.as_strided((n - length + 1, length), (1, 1))
+                buf[torch.from_numpy(k).to(self.device)] = rows.index_select(
+                    0, torch.from_numpy(start[i:j][k]).to(self.device))
+            k = np.flatnonzero(w)
+            if len(k):
+                t = torch.arange(length, device=self.device, dtype=torch.int64)
+                Lk = torch.from_numpy(L[i:j][k]).to(self.device)
+                base = torch.from_numpy(self.start[clip[i:j][k]]).to(self.device)
+                off = torch.from_numpy(offset[i:j][k]).to(self.device)
+                buf[torch.from_numpy(k).to(self.device)] = torch.take(
+                    flat, base.unsqueeze(1) + (off.unsqueeze(1) + t) % Lk.unsqueeze(1))
+
+        return fill_slow
+
+    def windows(self, clip: np.ndarray, offset: np.ndarray, length: int):
+        """The noise windows as one new ``(B, length)`` tensor on the device (see :meth:`filler`)."""
+        import torch
+
+        out = torch.empty((len(clip), int(length)), dtype=torch.float32, device=self.device)
+        if len(clip):
+            self.filler(clip, offset, length)(0, len(clip), out)
+        return out
 
 
 # --------------------------------------------------------------------------- the stage
@@ -357,31 +556,48 @@ def _choose(n: int, fraction: float, seed: int) -> np.ndarray:
     return np.flatnonzero(rank < k).astype(np.int64)
 
 
-def _read_waves(splits, split_names: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
-    """float32 waveforms of (split, row) pairs, in the given order."""
-    out: list[np.ndarray | None] = [None] * len(rows)
-    for s in np.unique(split_names):
-        sel = np.flatnonzero(split_names == s)
-        uniq, inv = np.unique(rows[sel], return_inverse=True)
-        flat, offs = bank_mod.audio_arrays(splits[str(s)].select(uniq.tolist()))
-        for j, u in zip(sel, inv.reshape(-1)):
-            out[j] = flat[offs[u] : offs[u + 1]]
-    return out  # type: ignore[return-value]
+class _SplitAudio:
+    """The ``audio`` column of a Dataset, read once: row ``i`` is a zero-copy float32 view of its
+    Arrow chunk (no per-batch ``select``, whose fingerprinting costs more than the mix)."""
+
+    def __init__(self, ds):
+        n = len(ds)
+        self.chunks: list[np.ndarray] = []
+        self.chunk = np.zeros(n, np.int64)
+        self.start = np.zeros(n, np.int64)
+        self.lengths = np.zeros(n, np.int64)
+        if n == 0:
+            return
+        col = ds.select_columns(["audio"]).with_format("arrow")[:].column("audio")
+        row = 0
+        for c, arr in enumerate(col.chunks):
+            offs = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+            k = len(offs) - 1
+            self.chunks.append(np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=np.float32))
+            self.chunk[row: row + k] = c
+            self.start[row: row + k] = offs[:-1]
+            self.lengths[row: row + k] = np.diff(offs)
+            row += k
+
+    def wave(self, i: int) -> np.ndarray:
+        s = int(self.start[i])
+        return self.chunks[int(self.chunk[i])][s: s + int(self.lengths[i])]
 
 
-def _lengths(splits, el: dict[str, np.ndarray], pos: np.ndarray) -> np.ndarray:
+def _read_waves(audio: Mapping[str, _SplitAudio], split_names: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+    """float32 waveforms (views) of (split, row) pairs, in the given order."""
+    return [audio[str(s)].wave(int(r)) for s, r in zip(split_names, rows)]
+
+
+def _lengths(audio: Mapping[str, _SplitAudio], el: dict[str, np.ndarray], pos: np.ndarray) -> np.ndarray:
     out = np.zeros(len(pos), dtype=np.int64)
     for s in np.unique(el["split"][pos]):
         sel = np.flatnonzero(el["split"][pos] == s)
-        table = splits[str(s)].select_columns(["audio"]).with_format("arrow")[:]
-        col = table.column("audio")
-        arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-        lens = np.diff(np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64))
-        out[sel] = lens[el["row"][pos][sel]]
+        out[sel] = audio[str(s)].lengths[el["row"][pos][sel]]
     return out
 
 
-def _mix_rows(speech: list[np.ndarray], a: "bank_mod.BankArrays", clip, offset, snr, limit, dev, padded, lengths_t,
+def _mix_rows(speech: list[np.ndarray], looped: _LoopedBank, clip, offset, snr, limit, dev,
               names: Sequence[str] | None = None):
     """Mix a batch of (possibly different-length) rows; rows of equal length go together.
 
@@ -394,10 +610,9 @@ def _mix_rows(speech: list[np.ndarray], a: "bank_mod.BankArrays", clip, offset, 
     ng = np.zeros(len(speech), np.float32)
     for T in np.unique(lens):
         idx = np.flatnonzero(lens == T)
-        s = torch.from_numpy(np.stack([speech[i] for i in idx])).to(dev)
-        nz = gather(padded, lengths_t, torch.from_numpy(clip[idx]).to(dev), torch.from_numpy(offset[idx]).to(dev),
-                    int(T))
-        y, g1, g2 = _mix(s, nz, snr[idx], limit, None if names is None else [names[i] for i in idx], own_noise=True)
+        s = torch.from_numpy(np.stack([speech[i] for i in idx])).to(dev)  # our copy: mixed in place
+        y, g1, g2 = _mix(s, looped.filler(clip[idx], offset[idx], int(T)), snr[idx], limit,
+                         None if names is None else [names[i] for i in idx], out=s)
         y = y.cpu().numpy()
         for k, i in enumerate(idx):
             out[i] = y[k]
@@ -450,7 +665,8 @@ def make_synthetic(splits, bank, cfg: Mapping[str, Any] | None = None, device: s
     keys = [(int(p), k) for p in chosen for k in range(copies)]
     n = len(keys)
     pos = np.array([p for p, _ in keys], dtype=np.int64)
-    lens = _lengths(splits, el, pos) if n else np.zeros(0, np.int64)
+    audio_cols = {str(sp): _SplitAudio(splits[str(sp)]) for sp in np.unique(el["split"][pos])} if n else {}
+    lens = _lengths(audio_cols, el, pos) if n else np.zeros(0, np.int64)
     if n and lens.min() < 1:
         raise ShiftlabError(f"splits: speech row {el['id'][pos[int(np.argmin(lens))]]} has no samples")
     T = int(lens.max()) if n else 1
@@ -461,8 +677,7 @@ def make_synthetic(splits, bank, cfg: Mapping[str, Any] | None = None, device: s
     snr = np.array([float(np.random.default_rng(s).uniform(lo, hi)) for s in row_seeds], dtype=np.float64)
     loops = (plan.offset + lens - 1) // a.lengths[plan.clip] if n else plan.loops
 
-    padded = torch.from_numpy(a.padded()).to(dev)
-    lengths_t = torch.from_numpy(a.lengths).to(dev)
+    looped = _LoopedBank(a, dev)
     waves: list[np.ndarray] = []
     sgain = np.zeros(n, np.float32)
     ngain = np.zeros(n, np.float32)
@@ -470,8 +685,8 @@ def make_synthetic(splits, bank, cfg: Mapping[str, Any] | None = None, device: s
     try:
         for start in range(0, n, bs):
             sl = slice(start, min(n, start + bs))
-            sp = _read_waves(splits, el["split"][pos[sl]], el["row"][pos[sl]])
-            y, g1, g2 = _mix_rows(sp, a, plan.clip[sl], plan.offset[sl], snr[sl], limit, dev, padded, lengths_t,
+            sp = _read_waves(audio_cols, el["split"][pos[sl]], el["row"][pos[sl]])
+            y, g1, g2 = _mix_rows(sp, looped, plan.clip[sl], plan.offset[sl], snr[sl], limit, dev,
                                   [str(el['id'][p]) for p in pos[sl]])
             waves.extend(y)
             sgain[sl], ngain[sl] = g1, g2
@@ -567,10 +782,17 @@ class OnTheFlyMixer:
     e, "mix_fly_snr", block_no).uniform(*snr_db, block)[i % block]``. So a sample's mix
     does not depend on the batch it is in, nor on the order of batches. Plans are made
     on the CPU once per (epoch, block) and cached (the current epoch only); the bank is
-    held on the device as one zero-padded ``(clips, Lmax)`` tensor and the segments are
-    gathered by index arithmetic (:func:`gather`), the mix is :func:`mix`.
+    held on the device as one flat, cyclically continued tensor (:class:`_LoopedBank`;
+    the same windows as :func:`gather` on :attr:`padded`), the mix is :func:`mix`'s.
 
-    Returns ``(mixed (B, T) float32 on the device, recipes)``: one dict per sample with
+    ``out``: a contiguous float32 ``(B, T)`` tensor on the device to write the mix into,
+    e.g. a buffer reused across batches, or ``speech`` itself (in place: the clean batch
+    is overwritten; its content is undefined after an error) -- the same samples as
+    without it, minus the allocation of a fresh ``(B, T)`` output per call (on the CPU
+    its page faults cost about as much as the mix). In-place use keeps a scratch buffer
+    of one chunk in the mixer; a mixer is not meant for concurrent calls from threads.
+
+    Returns ``(mixed (B, T) float32 on the device (``out`` when given), recipes)``: one dict per sample with
     the synth-mix recipe fields (``noise``, ``noise_group``, ``offset``, ``length``,
     ``loops``, ``snr_db``, ``speech_gain``, ``noise_gain``, ``peak_limit``, ``seed``,
     ``index``, ``epoch``, ``pass``, ``segment``); :func:`regenerate` rebuilds a sample
@@ -591,12 +813,49 @@ class OnTheFlyMixer:
         if n_samples is not None and (isinstance(n_samples, bool) or int(n_samples) < 1):
             raise ShiftlabError(f"OnTheFlyMixer: n_samples must be a positive integer, got {n_samples!r}")
         self.block = int(n_samples) if n_samples is not None else PLAN_BLOCK
-        self.padded = torch.from_numpy(self.arrays.padded()).to(self.device)
         self.lengths = torch.from_numpy(self.arrays.lengths).to(self.device)
         self._lengths_np = self.arrays.lengths
+        self._looped = _LoopedBank(self.arrays, self.device)
+        self._padded = None
+        self._buf = None  # scratch for the noise windows when the caller gives ``out``
         self._segs: dict[int, bank_mod.Segments] = {}
         self._plans: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
         self._epoch: int | None = None
+
+    def _scratch(self, n: int):
+        """A flat float32 buffer of at least ``n`` samples on the device, reused across calls."""
+        import torch
+
+        if self._buf is None or self._buf.numel() < n:
+            self._buf = None
+            self._buf = torch.empty(n, dtype=torch.float32, device=self.device)
+        return self._buf[:n]
+
+    def _check_out(self, out, s) -> None:
+        import torch
+
+        B, T = s.shape
+        if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or tuple(out.shape) != (B, T) \
+                or out.device != self.device or not out.is_contiguous():
+            if isinstance(out, torch.Tensor):
+                got = f"{out.dtype} {tuple(out.shape)} on {out.device}" + (
+                    "" if out.is_contiguous() else ", not contiguous")
+            else:
+                got = type(out).__name__
+            raise ShiftlabError(f"OnTheFlyMixer: out must be a contiguous float32 ({B}, {T}) tensor on {self.device}, "
+                                f"got {got}")
+        if _overlaps(out, s) and (out.data_ptr() != s.data_ptr() or s.stride() != out.stride()):
+            raise ShiftlabError("OnTheFlyMixer: out overlaps the speech without being the speech tensor itself")
+
+    @property
+    def padded(self):
+        """The bank as one zero-padded ``(clips, Lmax)`` tensor on the device (for :func:`gather`;
+        built on first use: the mixer itself gathers from a cyclically extended flat copy)."""
+        import torch
+
+        if self._padded is None:
+            self._padded = torch.from_numpy(self.arrays.padded()).to(self.device)
+        return self._padded
 
     def plan(self, epoch: int, block: int, length: int) -> dict[str, np.ndarray]:
         """The cached plan arrays (``clip``, ``offset``, ``snr``, ``pass``, ``segment``) of one block."""
@@ -620,7 +879,7 @@ class OnTheFlyMixer:
         self._plans[key] = got
         return got
 
-    def __call__(self, speech, sample_index, epoch: int = 0, return_recipes: bool = True):
+    def __call__(self, speech, sample_index, epoch: int = 0, return_recipes: bool = True, out=None):
         import torch
 
         if not isinstance(speech, torch.Tensor):
@@ -636,30 +895,40 @@ class OnTheFlyMixer:
             raise ShiftlabError("OnTheFlyMixer: epoch and sample indices must be non-negative integers")
         epoch = int(epoch)
         blocks, within = np.divmod(idx, self.block)
-        clip = np.empty(B, np.int64)
-        offset = np.empty(B, np.int64)
-        snr = np.empty(B, np.float64)
-        pas = np.empty(B, np.int64)
-        seg = np.empty(B, np.int64)
-        for blk in np.unique(blocks):  # a loop over plan blocks (usually one), not over samples
-            m = blocks == blk
-            p = self.plan(epoch, int(blk), int(T))
-            w = within[m]
-            clip[m], offset[m], snr[m] = p["clip"][w], p["offset"][w], p["snr"][w]
-            pas[m], seg[m] = p["pass"][w], p["segment"][w]
+        ublocks = np.unique(blocks)
+        if len(ublocks) == 1:  # the usual case: the whole batch in one plan block
+            p = self.plan(epoch, int(ublocks[0]), int(T))
+            clip, offset, snr = p["clip"][within], p["offset"][within], p["snr"][within]
+            pas, seg = p["pass"][within], p["segment"][within]
+        else:
+            clip = np.empty(B, np.int64)
+            offset = np.empty(B, np.int64)
+            snr = np.empty(B, np.float64)
+            pas = np.empty(B, np.int64)
+            seg = np.empty(B, np.int64)
+            for blk in ublocks:  # a loop over plan blocks, not over samples
+                m = blocks == blk
+                p = self.plan(epoch, int(blk), int(T))
+                w = within[m]
+                clip[m], offset[m], snr[m] = p["clip"][w], p["offset"][w], p["snr"][w]
+                pas[m], seg[m] = p["pass"][w], p["segment"][w]
         s = speech.to(self.device, torch.float32)
-        nz = gather(self.padded, self.lengths, torch.from_numpy(clip).to(self.device),
-                    torch.from_numpy(offset).to(self.device), int(T))
-        y, g1, g2 = _mix(s, nz, snr, self.cfg["peak_limit"], own_noise=True)
+        fill = self._looped.filler(clip, offset, T)  # the noise rows, chunk by chunk (see _mix)
+        scratch = None
+        if out is not None:
+            self._check_out(out, s)
+            if _overlaps(out, s):  # in place: the noise chunks need a buffer of their own
+                scratch = self._scratch(_chunk_rows(B, T, self.device) * T)
+        y, g1, g2 = _mix(s, fill, snr, self.cfg["peak_limit"], out=out, scratch=scratch)
         if not return_recipes:
             return y, None
         loops = (offset + T - 1) // self._lengths_np[clip]
         ids, groups = self.arrays.ids, self.arrays.groups
         g1l, g2l = g1.cpu().tolist(), g2.cpu().tolist()
-        limit = self.cfg["peak_limit"]
+        limit, seed, T = self.cfg["peak_limit"], self.seed, int(T)
         recipes = [
-            {"stage": _KEY, "noise": ids[c], "noise_group": groups[c], "offset": o, "length": int(T), "loops": lp,
-             "snr_db": r, "speech_gain": a, "noise_gain": b, "peak_limit": limit, "seed": self.seed, "index": i,
+            {"stage": _KEY, "noise": ids[c], "noise_group": groups[c], "offset": o, "length": T, "loops": lp,
+             "snr_db": r, "speech_gain": a, "noise_gain": b, "peak_limit": limit, "seed": seed, "index": i,
              "epoch": epoch, "pass": ps, "segment": sg}
             for c, o, lp, r, a, b, i, ps, sg in zip(clip.tolist(), offset.tolist(), loops.tolist(), snr.tolist(),
                                                      g1l, g2l, idx.tolist(), pas.tolist(), seg.tolist())

@@ -637,6 +637,97 @@ def test_on_the_fly_mixer_is_per_sample_seeded_and_balanced(bank):
     assert "sample indices" in one_line(e)
 
 
+# --------------------------------------------------------------------------- the fast paths (same samples)
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 900), min_size=1, max_size=5), length=st.integers(1, 2000),
+       tight=st.booleans(), seed=st.integers(0, 2**16))
+def test_looped_bank_windows_equal_gather_looping_once_many_times_or_not(lengths, length, tight, seed):
+    rng = np.random.default_rng(seed)
+    clips = {f"c/{i}": (rng.standard_normal(L).astype(np.float32) * 0.1 + 0.01, SR) for i, L in enumerate(lengths)}
+    a = B.arrays(B.from_arrays(clips, SR))
+    k = rng.integers(0, len(a.ids), 12)
+    off = np.array([rng.integers(0, a.lengths[i]) for i in k], dtype=np.int64)
+    want = M.gather(torch.from_numpy(a.padded()), torch.from_numpy(a.lengths), torch.from_numpy(k),
+                    torch.from_numpy(off), length)
+    old = M.LOOP_EXTRA_BYTES
+    try:
+        if tight:  # no room for the cyclic extension: wrapping rows take the index-arithmetic path
+            M.LOOP_EXTRA_BYTES = 0
+        looped = M._LoopedBank(a, torch.device("cpu"))
+        got = looped.windows(k, off, length)
+        assert (looped.ext == length - 1) == (not tight or length == 1 or len(a.ids) * (length - 1) <= a.lengths.sum())
+    finally:
+        M.LOOP_EXTRA_BYTES = old
+    assert torch.equal(got, want)
+    buf = torch.full((5, length), 7.0)  # and chunk by chunk into a caller's buffer
+    looped.filler(k, off, length)(3, 8, buf)
+    assert torch.equal(buf, want[3:8])
+
+
+def test_chunking_and_the_fill_path_do_not_change_a_sample(monkeypatch):
+    rng = np.random.default_rng(5)
+    level = np.array([[0.4], [0.05]])[:, :, None]  # (..., T) rows: the loud ones clip
+    s = torch.from_numpy((rng.standard_normal((2, 3, 700)) * level).astype(np.float32))
+    n = torch.from_numpy(rng.standard_normal((2, 3, 700)).astype(np.float32))
+    snr = rng.uniform(5, 20, (2, 3))
+    y, g, gn = M.mix(s, n, snr)
+    assert bool((g < 1).any()) and bool((g == 1).any())  # the guard is exercised
+    for chunk in (1, 2800, 3 * 2800, 2**30):  # 1 row (rounded up), 1 row, 3 rows, all rows per chunk
+        monkeypatch.setattr(M, "CHUNK_BYTES", chunk)
+        y2, g2, gn2 = M.mix(s, n, snr)
+        assert torch.equal(y2, y) and torch.equal(g2, g) and torch.equal(gn2, gn)
+        rows = n.reshape(6, 700)
+
+        def fill(i, j, buf):
+            buf.copy_(rows[i:j])
+
+        out = torch.empty_like(s)
+        y3, g3, gn3 = M._mix(s, fill, snr, out=out)  # noise from a callable, into a caller's buffer
+        assert y3 is out and torch.equal(y3, y) and torch.equal(gn3, gn)
+        inplace = s.clone()
+        y4, _, _ = M._mix(inplace, fill, snr, out=inplace)  # in place over the speech (scratch for the noise)
+        assert torch.equal(inplace, y)
+    # unclipped rows are exactly float32 (a n) + s, a = noise_gain: the bits of the earlier unchunked code
+    ok = (g == 1).reshape(-1)
+    a = gn.reshape(-1)[ok].unsqueeze(-1)
+    assert torch.equal(y.reshape(6, 700)[ok], n.reshape(6, 700)[ok] * a + s.reshape(6, 700)[ok])
+
+
+def test_on_the_fly_mixer_out_buffer_and_in_place_give_the_same_samples(bank):
+    mixer = M.OnTheFlyMixer(bank, cfg(snr_db=[-5, 20]), device="cpu", n_samples=48)
+    speech = torch.from_numpy(np.stack([tone(T, 150 + 20 * i, i, level=0.3 + 0.02 * i) for i in range(48)]))
+    y, recs = mixer(speech, np.arange(48), epoch=1)
+    buf = torch.full_like(speech, 5.0)
+    y2, recs2 = mixer(speech, np.arange(48), epoch=1, out=buf)
+    assert y2 is buf and torch.equal(buf, y) and recs2 == recs
+    work = speech.clone()
+    y3, recs3 = mixer(work, np.arange(48), epoch=1, out=work)
+    assert y3 is work and torch.equal(work, y) and recs3 == recs
+    for i in (0, 47):  # ... and each one is what regenerate() rebuilds from the recipe
+        assert M.regenerate(recs3[i], speech[i].numpy(), bank).tobytes() == work[i].numpy().tobytes()
+    for bad, msg in ((torch.empty(48, T + 1), "out must be a contiguous float32 (48, 400)"),
+                     (torch.empty(48, T, dtype=torch.float64), "float64"),
+                     (torch.empty(T, 48).t(), "not contiguous"),
+                     (np.zeros((48, T), np.float32), "ndarray")):
+        with pytest.raises(ShiftlabError) as e:
+            mixer(speech, np.arange(48), epoch=1, out=bad)
+        assert msg in one_line(e)
+    shifted = torch.zeros(48 * T + 1)
+    shifted[:-1] = speech.reshape(-1)
+    with pytest.raises(ShiftlabError) as e:  # overlapping the speech, but not the speech itself
+        mixer(shifted[:-1].view(48, T), np.arange(48), epoch=1, out=shifted[1:].view(48, T))
+    assert "overlaps the speech" in one_line(e)
+
+
+def test_make_synthetic_fingerprint_is_a_content_hash(splits, bank, synthetic):
+    again = M.make_synthetic(splits, bank, cfg(copies=2), progress=False)
+    assert again._fingerprint == synthetic._fingerprint
+    other = M.make_synthetic(splits, bank, cfg(copies=2, seed=4), progress=False)
+    assert other._fingerprint != synthetic._fingerprint
+
+
 # --------------------------------------------------------------------------- bank: bad input
 
 
