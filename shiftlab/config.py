@@ -499,7 +499,7 @@ SCHEMA["train_images"] = ModuleSection("shiftlab.train.trainer", "merge", overri
 SCHEMA["train_audio"] = ModuleSection("shiftlab.train.trainer", "merge", overrides={
     "model": "attention_tiny", "model_kwargs": {"width": 4, "stem_width": 8}, "epochs": 8, "batch_size": 32,
     "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.01, "eval_train_rows": 300, "epoch_rows": "real",
-    "channels_last": True,
+    "channels_last": True, "grad_clip": 1.0,
     "frontend": {"n_mels": 40, "hop_length": 320},
 }, key="train")
 SCHEMA["evaluate"] = ModuleSection("shiftlab.train.evaluate", "merge_config", key="evaluate")
