@@ -922,17 +922,35 @@ def test_make_target_refuses_leaked_or_missing_noise():
 # --------------------------------------------------------------------------- the real prepared data
 
 
-needs_data = pytest.mark.skipif(not (NOISE_DIR.exists() and SPLITS_DIR.exists() and SPEECH_DIR.exists()),
-                                reason="data/prepared and data/splits not built (dvc repro)")
+@pytest.fixture(scope="module")
+def real_audio(tmp_path_factory):
+    """(noise, speech, audio splits) from the real Debian-package data: the pipeline's outputs when
+    `dvc repro` has built them, else prepared here with the real loaders (a smaller TTS voice set)."""
+    if NOISE_DIR.exists() and SPLITS_DIR.exists() and SPEECH_DIR.exists():
+        return store.load(NOISE_DIR), store.load(SPEECH_DIR), store.load(SPLITS_DIR)
+    from shiftlab import config
+    from shiftlab.datasets import noise as noise_mod
+    from shiftlab.datasets import speech as speech_mod
+    from shiftlab.datasets import splits as splits_mod
+
+    d = config.defaults()
+    noise = noise_mod.prepare(d["prepare_noise"])
+    sp_cfg = d["prepare_speech"]
+    sp_cfg["tts"] = {**sp_cfg["tts"], "espeak_voices": 4, "flite_voices": ["kal16"]}
+    speech = speech_mod.prepare(sp_cfg)
+    incar = TG.make_target(speech, noise, d["target_mix"])
+    parts = splits_mod.build(incar, d["split_audio"])
+    root = tmp_path_factory.mktemp("real_audio")
+    for name, ds in (("noise", noise), ("speech", speech), ("splits", parts)):
+        store.save(ds, root / name)
+    return store.load(root / "noise"), store.load(root / "speech"), store.load(root / "splits")
 
 
-@needs_data
-def test_real_noise_bank_policy_and_stage():
-    noise = store.load(NOISE_DIR)
+def test_real_noise_bank_policy_and_stage(real_audio):
+    noise, _, splits = real_audio
     bk = B.from_noise(noise, ["*"], "source", 16000)
     a = B.arrays(bk)
     assert not any(i.startswith("trigger_rally/") for i in a.ids)  # held-out target noise never in the bank
-    splits = store.load(SPLITS_DIR)
     sub = hfds.DatasetDict({s: splits[s].select(range(min(len(splits[s]), n)))
                             for s, n in (("train", 120), ("train_dev", 20), ("dev", 5), ("test", 5))})
     syn = M.make_synthetic(sub, bk, {"seed": 0, "device": "cpu"}, progress=False)
@@ -956,10 +974,8 @@ def test_real_noise_bank_policy_and_stage():
     assert {json.loads(r)["noise"] for r in ns["recipe"]} == {"dustracing2d/skid"}
 
 
-@needs_data
-def test_real_make_target_uses_only_held_out_recordings():
-    noise = store.load(NOISE_DIR)
-    speech = store.load(SPEECH_DIR)
+def test_real_make_target_uses_only_held_out_recordings(real_audio):
+    noise, speech, _ = real_audio
     dom = np.array(speech["domain"])
     rows = np.r_[np.flatnonzero(dom == "source")[:10], np.flatnonzero(dom == "target")]
     sp = speech.select(rows.tolist())
