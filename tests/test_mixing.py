@@ -3,7 +3,7 @@
 shiftlab.mixing.target (make_target).
 
 Small data made here (tones and seeded noise at 8 kHz, a tmp folder of wavs), plus the
-real prepared noise/speech under data/ when present (those tests skip otherwise).
+real Debian-package noise/speech (the pipeline's data/ when built, else prepared by a fixture).
 """
 
 from __future__ import annotations
