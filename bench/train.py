@@ -9,12 +9,20 @@ decay) ``step`` -- on a fixed random batch of ``--batch`` (128) inputs already o
 device (no data loading, no frontend). On CUDA the forward runs under bf16 autocast
 (the trainer's ``amp: auto``), on CPU in float32. Each variant builds a fresh model
 (``models.create(..., seed=0)``), runs ``--warmup`` steps that are not timed (the first
-one includes torch.compile's compilation, reported as ``first s``), then ``--steps``
-timed steps (CUDA synchronised around each); ``samples/s = batch / median step time``
-(the median resists other processes on a shared machine).
+one includes torch.compile's compilation, reported as ``first s``) and, for compiled
+variants, more untimed steps until one whole step compiled nothing (compilations counted
+with ``torch._dynamo``'s counters: frames, graphs, AOTAutograd graphs; the backward is
+compiled at the first backward, and guards may recompile), then ``--steps`` timed steps
+(CUDA synchronised around each); ``samples/s = batch / median step time`` (the median
+resists other processes on a shared machine). Compilations during the timed steps are
+reported (``compiles_while_timed``; 0 expected). Check: every step's loss is finite and
+the fixed batch's loss falls over the run (else the script stops: a fast step that does
+not train is not a result).
 
 Variants per model: eager / ``torch.compile`` (default mode, inductor) x contiguous /
-``channels_last`` (model and input). Ratios printed per model come from this one run:
+``channels_last`` (model and input). A model's variants are all built and warmed up first,
+then timed together, one step of each in turn (interleaved: load from other processes hits
+them alike). Ratios printed per model come from this one run:
 ``compile`` = compiled / eager samples/s (same memory format), ``channels_last`` =
 channels_last / contiguous (same compile setting); > 1 means faster.
 
@@ -91,11 +99,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_variant(name: str, device: torch.device, shape, classes: int, batch: int, compile_: bool,
-                 channels_last: bool, warmup: int, steps: int) -> Result:
-    """Time one (model, device, compile, channels_last) variant; see the module docstring."""
+@dataclass
+class Prepared:
+    """A built and warmed-up variant: its result record, one training step, the losses so far."""
+
+    r: Result
+    step: object
+    losses: list
+    device: torch.device
+    compile_: bool
+
+
+def prepare_variant(name: str, device: torch.device, shape, classes: int, batch: int, compile_: bool,
+                    channels_last: bool, warmup: int) -> Prepared:
+    """Build one (model, device, compile, channels_last) variant and warm it up (module docstring)."""
     r = Result(str(device), name, "x".join(map(str, shape)), compile_, channels_last)
-    torch._dynamo.reset()
     net = models.create(name, in_channels=shape[0], num_classes=classes, seed=0, input_size=shape[1:]).to(device)
     g = torch.Generator().manual_seed(0)
     x = torch.randn((batch, *shape), generator=g).to(device)
@@ -107,6 +125,7 @@ def time_variant(name: str, device: torch.device, shape, classes: int, batch: in
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     fwd = torch.compile(net) if compile_ else net
     amp = device.type == "cuda"
+    losses: list[float] = []
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -115,23 +134,93 @@ def time_variant(name: str, device: torch.device, shape, classes: int, batch: in
         loss = F.cross_entropy(out.float(), y)
         loss.backward()
         opt.step()
+        losses.append(float(loss.detach()))
 
-    times = []
-    for i in range(warmup + steps):
-        _sync(device)
-        t = time.perf_counter()
-        step()
-        _sync(device)
-        dt = time.perf_counter() - t
+    p = Prepared(r, step, losses, device, compile_)
+    # warm-up: at least ``warmup`` steps, then on until a whole step compiled nothing (torch.compile
+    # compiles the forward at the first call, the backward at the first backward, and may recompile
+    # on guards such as a changed shape or a new grad mode): the timed steps must not pay for it
+    compiles = []
+    i = 0
+    while True:
+        c = compile_count()
+        dt = _timed(p)
+        compiles.append(compile_count() - c)
         if i == 0:
             r.first_s = round(dt, 3)
-        if i >= warmup:
-            times.append(dt)
-    med = statistics.median(times)
-    r.steps = steps
-    r.step_ms = round(1e3 * med, 2)
-    r.samples_per_s = round(batch / med, 1)
-    return r
+        i += 1
+        if i >= warmup and (compiles[-1] == 0 or not compile_):
+            break
+        if i >= warmup + MAX_EXTRA_WARMUP:
+            r.extra["note"] = f"still compiling after {i} warm-up steps"
+            break
+    r.extra["warmup_steps"] = i
+    r.extra["compiles_in_warmup"] = int(sum(compiles))
+    return p
+
+
+def _timed(p: Prepared) -> float:
+    _sync(p.device)
+    t = time.perf_counter()
+    p.step()
+    _sync(p.device)
+    return time.perf_counter() - t
+
+
+def time_interleaved(preps: list[Prepared], batch: int, steps: int) -> list[Result]:
+    """Time ``steps`` steps of every prepared variant, one step of each in turn (so that load from
+    other processes hits all variants alike), count compilations while timed, check the losses."""
+    times: list[list[float]] = [[] for _ in preps]
+    late = [0] * len(preps)
+    for _ in range(steps):
+        for i, p in enumerate(preps):
+            c = compile_count()
+            times[i].append(_timed(p))
+            late[i] += compile_count() - c
+    out = []
+    for p, ts, n_late in zip(preps, times, late):
+        r = p.r
+        r.extra["compiles_while_timed"] = int(n_late)
+        r.extra["loss_first"], r.extra["loss_last"] = round(p.losses[0], 5), round(p.losses[-1], 5)
+        # the check: every step's loss finite, and the fixed batch's loss went down over the run
+        check_losses(p.losses, f"{r.model} {r.device} compile={r.compile} channels_last={r.channels_last}")
+        med = statistics.median(ts)
+        r.steps = steps
+        r.step_ms = round(1e3 * med, 2)
+        r.samples_per_s = round(batch / med, 1)
+        out.append(r)
+    return out
+
+
+def time_variant(name: str, device: torch.device, shape, classes: int, batch: int, compile_: bool,
+                 channels_last: bool, warmup: int, steps: int) -> Result:
+    """Prepare and time one variant alone (see :func:`prepare_variant`, :func:`time_interleaved`)."""
+    return time_interleaved([prepare_variant(name, device, shape, classes, batch, compile_, channels_last, warmup)],
+                            batch, steps)[0]
+
+
+#: extra warm-up steps allowed for compilation to settle before a variant is timed anyway
+MAX_EXTRA_WARMUP = 20
+
+
+def compile_count() -> int:
+    """Dynamo/AOTAutograd compilations so far (frames compiled, graphs made, autograd graphs):
+    any change between two points means something was (re)compiled in between."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["frames"]["total"] + counters["stats"]["unique_graphs"] + counters["aot_autograd"]["total"])
+
+
+class CheckFailed(AssertionError):
+    """A timed training step did not train (non-finite or non-decreasing loss)."""
+
+
+def check_losses(losses: list[float], what: str) -> None:
+    """Every loss finite and the last one below the first (a fixed batch, SGD: it must fall)."""
+    if not all(math.isfinite(v) for v in losses):
+        raise CheckFailed(f"{what}: non-finite loss {losses}")
+    if len(losses) > 1 and not losses[-1] < losses[0]:
+        raise CheckFailed(f"{what}: loss did not decrease ({losses[0]:.4f} -> {losses[-1]:.4f})")
 
 
 def _fmt(v, spec: str) -> str:
@@ -142,11 +231,13 @@ def _fmt(v, spec: str) -> str:
 
 def print_table(results: list[Result]) -> None:
     print(f"\n{'device':7s} {'model':18s} {'input':9s} {'compile':7s} {'ch_last':7s} {'step ms':>9s} "
-          f"{'samples/s':>10s} {'first s':>8s}  note")
+          f"{'samples/s':>10s} {'first s':>8s} {'warmup':>6s} {'compiles':>8s} {'timed':>5s}  note")
     for r in results:
+        e = r.extra or {}
         print(f"{r.device:7s} {r.model:18s} {r.input:9s} {str(r.compile).lower():7s} "
               f"{str(r.channels_last).lower():7s} {_fmt(r.step_ms, '9.1f')} {_fmt(r.samples_per_s, '10.0f')} "
-              f"{_fmt(r.first_s, '8.1f')}  {r.skipped or ''}")
+              f"{_fmt(r.first_s, '8.1f')} {_fmt(e.get('warmup_steps'), '6d')} {_fmt(e.get('compiles_in_warmup'), '8d')} "
+              f"{_fmt(e.get('compiles_while_timed'), '5d')}  {r.skipped or e.get('note', '')}")
 
 
 def ratios(results: list[Result]) -> dict:
@@ -224,11 +315,15 @@ def main(argv=None) -> int:
           f"budget {budget:.0f} s")
     t0 = time.perf_counter()
     results: list[Result] = []
+    torch._dynamo.reset()
     for dev_name in devices:
         device = torch.device(dev_name)
-        # eager variants of every model first, compiled ones last: a spent budget cuts compilation first
+        k = steps * (3 if device.type == "cuda" else 1)
+        # build and warm up: eager variants of every model first, compiled ones last (a spent budget
+        # cuts compilation first); then every model's variants are timed together, interleaved
         plan = [(name, c, cl) for c, cl in variants for name in names]
         plan.sort(key=lambda p: p[1])
+        prepared: dict[str, list[Prepared]] = {}
         for name, c, cl in plan:
             shape, classes = natural_input(name)
             gflop = train_gflop_per_step(name, shape, classes, args.batch)
@@ -243,16 +338,28 @@ def main(argv=None) -> int:
                 r.skipped = f"skipped: time budget of {budget:.0f} s spent"
             else:
                 try:
-                    k = steps * (3 if device.type == "cuda" else 1)
-                    r = time_variant(name, device, shape, classes, args.batch, c, cl, warmup, k)
-                    r.extra = {"gflop_per_step": gflop}
+                    p = prepare_variant(name, device, shape, classes, args.batch, c, cl, warmup)
+                    p.r.extra["gflop_per_step"] = gflop
+                    prepared.setdefault(name, []).append(p)
+                    print(f"  {device} {name} compile={str(c).lower()} channels_last={str(cl).lower()}: warmed up "
+                          f"({p.r.extra['warmup_steps']} steps, first {p.r.first_s:.1f} s, "
+                          f"{p.r.extra['compiles_in_warmup']} compiles)", flush=True)
+                    continue
+                except CheckFailed:
+                    raise
                 except Exception as e:  # e.g. no C++ compiler for inductor: report, keep going
                     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
                     r.skipped = f"failed: {type(e).__name__}: {msg[:100]}"
             results.append(r)
-            print(f"  {r.device} {r.model} compile={str(c).lower()} channels_last={str(cl).lower()}: "
-                  + (r.skipped or f"{r.samples_per_s:,.0f} samples/s (first step {r.first_s:.1f} s)"),
+            print(f"  {r.device} {r.model} compile={str(c).lower()} channels_last={str(cl).lower()}: {r.skipped}",
                   flush=True)
+        for name, preps in prepared.items():
+            done = time_interleaved(preps, args.batch, k)
+            results += done
+            print(f"  {device} {name}: " + ", ".join(
+                f"{'compiled' if r.compile else 'eager'}/{'channels_last' if r.channels_last else 'contiguous'} "
+                f"{r.samples_per_s:,.0f} samples/s" for r in done), flush=True)
+        del prepared
     order = {(n, c, cl): i for i, (n, (c, cl)) in enumerate((n, v) for n in names for v in VARIANTS)}
     results.sort(key=lambda r: (devices.index(r.device.split(":")[0]), order[(r.model, r.compile, r.channels_last)]))
     print_table(results)

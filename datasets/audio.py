@@ -51,6 +51,36 @@ def _reason(e: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+_WAV_HEAD = 1 << 16  # chunks before "data" (fmt, LIST, fact, ...) fit in this
+_WAV_STREAMING = 0x7F000000  # declared data sizes from here up are "unknown length" (espeak-ng --stdout: 0x7ffff000)
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(_WAV_HEAD)
+
+
+def _wav_shortfall(head: bytes, size: int) -> tuple[int, int] | None:
+    """(declared, held) bytes of a RIFF/WAVE file's ``data`` chunk when the file is cut short, else None.
+
+    Walks the chunks of ``head`` (the file's first bytes) to the ``data`` chunk; a
+    declared size of 0 or of 0x7F000000 and up is a streamed file's placeholder
+    (unknown length) and never counts as truncation. Non-WAV input gives None.
+    """
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        cid, n = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if cid == b"data":
+            held = max(0, size - (pos + 8))
+            if 0 < n < _WAV_STREAMING and held < n:
+                return n, held
+            return None
+        pos += 8 + n + (n & 1)
+    return None
+
+
 def read_audio(path_or_bytes, name: str | None = None) -> tuple[np.ndarray, int]:
     """Decode an audio file (a path, or the file's bytes) to (float32 mono waveform, sampling rate).
 
@@ -58,8 +88,8 @@ def read_audio(path_or_bytes, name: str | None = None) -> tuple[np.ndarray, int]
     ``"<bytes>"``); its extension also tells a headerless ``.au`` (raw 8 kHz mu-law)
     from a broken file. Multi-channel audio is mixed to mono by the mean over
     channels. Every problem is a one-line :class:`ShiftlabError` naming the file:
-    missing file, zero-byte file, unreadable or corrupt data, no samples, NaN or
-    infinite samples.
+    missing file, zero-byte file, a WAV cut off before the end of the audio data its
+    header declares, unreadable or corrupt data, no samples, NaN or infinite samples.
     """
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         data = bytes(path_or_bytes)
@@ -68,6 +98,7 @@ def read_audio(path_or_bytes, name: str | None = None) -> tuple[np.ndarray, int]
             raise ShiftlabError(f"{where}: empty file (0 bytes)")
         source = io.BytesIO(data)
         suffix = Path(name).suffix.lower() if name else ""
+        head, size = data[:_WAV_HEAD], len(data)
     else:
         path = Path(os.fspath(path_or_bytes))
         where = name or str(path)
@@ -79,6 +110,13 @@ def read_audio(path_or_bytes, name: str | None = None) -> tuple[np.ndarray, int]
             raise ShiftlabError(f"{where}: empty file (0 bytes)")
         source = str(path)
         suffix = path.suffix.lower()
+        head, size = _head(path), path.stat().st_size
+    short = _wav_shortfall(head, size)
+    if short:
+        declared, held = short
+        raise ShiftlabError(
+            f"{where}: truncated WAV (its header declares {declared:,} bytes of audio data, the file holds {held:,})"
+        )
     try:
         x, sr = sf.read(source, dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError on bad data
@@ -199,6 +237,62 @@ def rms_db(x: np.ndarray) -> float:
 def is_silent(x: np.ndarray, threshold_db: float = -60.0) -> bool:
     """True when the clip's RMS level is below ``threshold_db`` dBFS (or the clip is empty)."""
     return rms_db(x) < threshold_db
+
+
+MAX_DC_RATIO = 1.0  # check_noise_clip: largest |mean| / RMS of the rest of a usable noise clip
+
+
+def check_noise_clip(x: np.ndarray, where: str, silence_db: float = -60.0, key: str = "silence_db") -> None:
+    """One-line :class:`ShiftlabError` naming ``where`` unless ``x`` is usable as noise.
+
+    Refused: a silent clip (RMS below ``silence_db`` dBFS); a constant (DC) clip, whose
+    RMS without its mean is below ``silence_db``; and a clip whose DC offset (mean) is
+    more than :data:`MAX_DC_RATIO` times the RMS of the rest (it would shift every mix it
+    goes into): the offset would carry more power than the noise. Real recordings of the
+    default data have |mean| / RMS below 0.003 (torcs-data engine loops: up to 0.45).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if is_silent(x, silence_db):
+        raise ShiftlabError(f"{where}: silent noise clip (RMS {rms_db(x):.1f} dBFS < {key} {silence_db:g})")
+    mean = float(x.mean())
+    ac = x - mean
+    ac_db = rms_db(ac)
+    if ac_db < silence_db:
+        raise ShiftlabError(
+            f"{where}: constant (DC) noise clip: every sample is about {mean:+.4g}, nothing else "
+            f"(RMS without the offset {ac_db:.1f} dBFS < {key} {silence_db:g})"
+        )
+    ratio = abs(mean) / float(np.sqrt(np.mean(ac * ac)))
+    if ratio > MAX_DC_RATIO:
+        raise ShiftlabError(
+            f"{where}: noise clip with a DC offset of {mean:+.4g}, {ratio:.2f} x the RMS of the rest "
+            f"(at most {MAX_DC_RATIO:g}); subtract its mean first"
+        )
+
+
+def check_speech_clip(x: np.ndarray, sr: int, where: str, silence_db: float = -60.0, min_seconds: float = 0.05,
+                      key: str = "prepare_speech") -> None:
+    """One-line :class:`ShiftlabError` naming ``where`` unless ``x`` (at rate ``sr``) can be a spoken word.
+
+    Refused: a clip shorter than ``min_seconds`` (a one-sample file, a file cut off after
+    its header), a silent clip (RMS below ``silence_db`` dBFS) and a constant (DC) clip
+    (RMS without its mean below ``silence_db``). Such clips would otherwise become
+    labelled rows of near-silence after :func:`fix_length` pads them.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    seconds = len(x) / float(sr)
+    if seconds < min_seconds:
+        raise ShiftlabError(
+            f"{where}: {len(x)} samples ({seconds * 1000:.1f} ms) is too short for a spoken word "
+            f"({key}.min_seconds {min_seconds:g})"
+        )
+    if is_silent(x, silence_db):
+        raise ShiftlabError(f"{where}: silent speech clip (RMS {rms_db(x):.1f} dBFS < {key}.silence_db {silence_db:g})")
+    ac_db = rms_db(x - x.mean())
+    if ac_db < silence_db:
+        raise ShiftlabError(
+            f"{where}: constant (DC) speech clip: RMS without its offset {ac_db:.1f} dBFS < {key}.silence_db {silence_db:g}"
+        )
 
 
 def to_mono_rate(x: np.ndarray, sr: int, sampling_rate: int, n_samples: int | None = None) -> np.ndarray:

@@ -91,6 +91,13 @@ def prepare(cfg: dict) -> hfds.Dataset:
     """Build the image source described by the ``prepare_images`` params section."""
     kind = cfg["kind"]
     sub = cfg[kind]
+    frames_cfg = cfg.get("frames") or {}
+    mode = frames_cfg.get("apply", "auto")
+    simulate = mode == "on" or (mode == "auto" and kind == "fashion_mnist")
+    if simulate and frames_cfg.get("generator", "shiftlab") == "imagemagick":
+        from shiftlab.datasets import videotarget
+
+        videotarget.require(frames_cfg.get("imagemagick"))  # a missing tool fails before the data is read
     if kind == "fashion_mnist":
         ds = from_fashion_mnist(sub["dir"], sub["source_rows"], sub["target_rows"], seed=cfg["seed"])
     elif kind == "folder":
@@ -103,25 +110,46 @@ def prepare(cfg: dict) -> hfds.Dataset:
         ds = from_hub(**sub, seed=cfg["seed"])
     else:
         raise ShiftlabError(f"{_KEY}.kind: unknown kind {kind!r} (fashion_mnist, folder, hub)")
-    frames_cfg = cfg.get("frames") or {}
-    mode = frames_cfg.get("apply", "auto")
-    if mode == "on" or (mode == "auto" and kind == "fashion_mnist"):
+    if simulate:
         ds = simulate_target_frames(ds, frames_cfg)
     return ds
 
 
 def simulate_target_frames(ds: hfds.Dataset, frames_cfg: dict | None = None, progress: bool = True) -> hfds.Dataset:
-    """Replace every target row's image by a simulated video frame (:mod:`shiftlab.synth.frames`).
+    """Replace every target row's image by a simulated video frame.
 
+    ``frames_cfg["generator"]`` picks the simulator: ``shiftlab`` (default,
+    :mod:`shiftlab.synth.frames`, the other keys of ``frames_cfg``) or ``imagemagick``
+    (:mod:`shiftlab.datasets.videotarget`: ImageMagick motion blur, sensor noise, H.264 or
+    JPEG; its knobs in ``frames_cfg["imagemagick"]``, no code shared with the synthesis).
     A row's degradation is seeded by ``frames.seed`` and the crc32 of its id (stable whatever
     rows are selected); its recipe gains a ``frames`` record that regenerates the frame from
-    the sharp image (:func:`shiftlab.synth.frames.regenerate`). Source rows are untouched.
+    the sharp image (``regenerate`` of the generator's module). Source rows are untouched.
     """
     import json
 
-    from shiftlab.synth import frames
+    frames_cfg = dict(frames_cfg or {})
+    generator = frames_cfg.pop("generator", "shiftlab")
+    im_cfg = frames_cfg.pop("imagemagick", None)
+    if generator == "imagemagick":
+        from shiftlab.datasets import videotarget
 
-    cfg = frames.check_cfg(frames_cfg)
+        vcfg = videotarget.check_cfg(im_cfg)
+        seed = frames_cfg.get("seed", 1234)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ShiftlabError(f"{_KEY}.frames.seed: must be an integer >= 0, got {seed!r}")
+
+        def run(images, index):
+            return videotarget.simulate(images, index, vcfg, seed=seed, progress=progress)
+    elif generator == "shiftlab":
+        from shiftlab.synth import frames
+
+        cfg = frames.check_cfg(frames_cfg)
+
+        def run(images, index):
+            return frames.simulate(images, index, cfg, progress=progress)
+    else:
+        raise ShiftlabError(f"{_KEY}.frames.generator: must be shiftlab or imagemagick, got {generator!r}")
     table = ds.with_format("arrow")[:]
     domains = np.asarray(table.column("domain").to_pylist(), dtype=object)
     tgt = np.flatnonzero(domains == "target")
@@ -130,7 +158,7 @@ def simulate_target_frames(ds: hfds.Dataset, frames_cfg: dict | None = None, pro
     chw = schema.chw_batch(ds)
     ids = table.column("id").to_pylist()
     index = [zlib.crc32(ids[i].encode("utf-8")) for i in tgt]
-    out, recs = frames.simulate(chw[tgt], index, cfg, progress=progress)
+    out, recs = run(chw[tgt], index)
     chw = chw.copy()
     chw[tgt] = out
     recipes = table.column("recipe").to_pylist()

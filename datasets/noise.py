@@ -19,14 +19,24 @@ Recording ids (select them with fnmatch patterns in ``recordings``):
   (:func:`read_opensfx`), kept by :func:`is_vehicle_sound`; the slug is the sound's
   quoted title, lower-cased, runs of other characters -> ``_``
   (``"Truck/old bus start, pull away"`` -> ``openttd/truck_old_bus_start_pull_away``);
+* ``torcs/<name>`` -- the recordings of Debian's ``torcs-data`` in ``torcs_dir``
+  (``<name>.wav``; :data:`TORCS_SOUNDS`): 26 engine loops of 22 named cars (kind
+  ``engine``, group ``torcs/<car>``: ``viper2``, ``viper_long`` and ``cleanviper`` are one
+  car, so are ``evo7_engine`` / ``evo7_engine_f`` and ``ford1b`` / ``ford2c``) and the
+  road, off-road, tyre-skid, scrape, axle, turbo and backfire loops (their kind; group =
+  the recording id); the one-shot crash, boom, backfire and gear-change effects are left
+  out. A listed file that cannot be read (``locked.wav`` of torcs-data 1.3.7 is raw
+  samples without a header) is skipped with ONE warning line naming it, unless a
+  ``recordings`` pattern names its id exactly: then it is a one-line error;
 * ``folder/<relative path without extension>`` -- every audio file under
   ``prepare_noise.folder`` (always selected when the folder is set).
 
 Labels (``ClassLabel``, sorted names) are noise kinds: ``engine``, ``gravel``,
-``wind`` (trigger-rally), ``engine``, ``skid`` (dustracing2d), the slug (openttd), and
-for folder files the file stem lower-cased with a trailing number removed
-(``engine_02.wav`` -> ``engine``). Groups: the recording id, except for folder files
-inside a subfolder, whose group is ``folder/<first subfolder>`` (one subfolder per car
+``wind`` (trigger-rally), ``engine``, ``skid`` (dustracing2d), the slug (openttd), the
+kind of :data:`TORCS_SOUNDS` (torcs), and for folder files the file stem lower-cased
+with a trailing number removed (``engine_02.wav`` -> ``engine``). Groups: the recording
+id, except for TORCS engine loops (``torcs/<car>``: a car is held out whole, or not at
+all) and for folder files inside a subfolder, whose group is ``folder/<first subfolder>`` (one subfolder per car
 or per recording session: its files must never be split apart); files directly in
 the folder are their own group.
 """
@@ -36,6 +46,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import struct
+import sys
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -51,7 +62,34 @@ _KEY = "prepare_noise"
 
 TRIGGER_RALLY = {"engine": "engine", "gravel": "gravel", "wind": "wind"}  # member stem -> kind
 DUSTRACING2D = {"carEngine": "engine", "skid": "skid"}  # file stem -> kind
-PACKAGES = {"trigger_rally": "trigger-rally-data", "dustracing2d": "dustracing2d-data", "openttd": "openttd-opensfx"}
+PACKAGES = {"trigger_rally": "trigger-rally-data", "dustracing2d": "dustracing2d-data", "openttd": "openttd-opensfx",
+            "torcs": "torcs-data"}
+TORCS_DIR = "/usr/share/games/torcs/data/sound"
+
+#: TORCS recordings (``<stem>.wav`` in ``torcs_dir``): stem -> (kind, car). Engine loops
+#: name their car (several loops of one car share it: one physical source); effects have
+#: no car. The one-shots (crash1-6, boom, bottom_crash, backfire, gear_change1) are left out.
+TORCS_SOUNDS: dict[str, tuple[str, str | None]] = {
+    **{stem: ("engine", car) for stem, car in {
+        "206_engine": "206", "935": "935", "944": "944", "alpha-romeo": "alpha-romeo", "cleanviper": "viper",
+        "clkdtmb2": "clkdtmb2", "corolla1400hi2": "corolla1400hi2", "engine-1": "engine-1", "evo7_engine": "evo7",
+        "evo7_engine_f": "evo7", "f360": "f360", "ferrarif355": "ferrarif355", "ferrarif50": "ferrarif50",
+        "ford1b": "ford", "ford2c": "ford", "gt40": "gt40", "impreza2002_engine": "impreza2002",
+        "lamborghinidiablo": "lamborghinidiablo", "lotus": "lotus", "mclarenf1": "mclarenf1", "nsx": "nsx",
+        "porsche_engine": "porsche", "renault-v10": "renault-v10", "viper2": "viper", "viper_long": "viper",
+        "xj220": "xj220",
+    }.items()},
+    "road-ride": ("road", None),
+    "out_of_road": ("offroad", None),
+    "out_of_road-3": ("offroad", None),
+    "skid": ("skid", None),
+    "skid_tyres": ("skid", None),
+    "locked": ("skid", None),  # locked wheels; raw samples without a header in torcs-data 1.3.7: unreadable
+    "skid_metal": ("scrape", None),
+    "axle": ("axle", None),
+    "turbo1": ("turbo", None),
+    "backfire_loop": ("backfire", None),
+}
 
 # OpenSFX titles kept: a road or rail vehicle word ...
 OPENSFX_KEEP = re.compile(r"\b(bus|truck|lorry|car|tram|train|locomotive|engine)\b", re.I)
@@ -191,6 +229,52 @@ def _openttd(cfg) -> dict:
     return out
 
 
+def _exact(patterns: Sequence[str]) -> set[str]:
+    """The patterns without a wildcard: ids asked for by name."""
+    return {p for p in patterns if not re.search(r"[*?\[]", p)}
+
+
+def torcs_catalogue(root, patterns: Sequence[str] = (), kinds: Sequence[str] | None = None,
+                    key: str = f"{_KEY}.torcs_dir", only: Sequence[str] | None = None) -> dict:
+    """Recording id -> description of the readable TORCS recordings in ``root`` (:data:`TORCS_SOUNDS`).
+
+    ``kinds``: keep only these kinds (e.g. ``("engine",)``); ``only``: only these ids
+    (the others are not even opened). Descriptions carry ``kind``,
+    ``car`` (None for effects), ``group`` (``torcs/<car>``, or the id), ``ref`` and
+    ``recipe``. Every listed file is decoded once here: an unreadable one is left out with
+    one warning line on stderr naming it, a missing one silently (another torcs-data
+    version) -- unless ``patterns`` names its id exactly (no wildcard): then either is a
+    one-line :class:`ShiftlabError`.
+    """
+    from shiftlab.datasets import audio as audio_mod
+
+    root = _need_file(root, PACKAGES["torcs"], key, is_dir=True)
+    asked = _exact(patterns)
+    out = {}
+    for stem, (kind, car) in sorted(TORCS_SOUNDS.items()):
+        rid = f"torcs/{stem}"
+        if (kinds is not None and kind not in kinds) or (only is not None and rid not in only):
+            continue
+        f = root / f"{stem}.wav"
+        if not f.exists() and rid not in asked:  # not in this version of torcs-data
+            continue
+        try:
+            audio_mod.read_audio(f)
+        except ShiftlabError as e:
+            if rid in asked:
+                raise ShiftlabError(f"{rid}: {e}") from None
+            print(f"shiftlab: warning: {rid} skipped: {e}", file=sys.stderr)
+            continue
+        out[rid] = dict(
+            kind=kind,
+            car=car,
+            group=f"torcs/{car}" if car else rid,
+            ref=("file", str(f), None),
+            recipe=dict(source="torcs", file=str(f), kind=kind, **({"car": car} if car else {})),
+        )
+    return out
+
+
 def _folder_kind(stem: str) -> str:
     k = re.sub(r"[\s_.-]*\d+$", "", stem).lower()
     return k or stem.lower()
@@ -245,6 +329,8 @@ def catalogue(cfg: dict, patterns: Sequence[str] | None = None) -> dict:
     for prefix, fn in _SOURCES.items():
         if any(prefix.startswith(_head(p)) or _head(p).startswith(prefix) for p in patterns):
             out.update(fn(cfg))
+    if any("torcs/".startswith(_head(p)) or _head(p).startswith("torcs/") for p in patterns):
+        out.update(torcs_catalogue(cfg.get("torcs_dir") or TORCS_DIR, patterns))
     if cfg.get("folder"):
         out.update(_folder(cfg["folder"]))
     return out
@@ -302,14 +388,17 @@ def prepare(cfg: dict) -> hfds.Dataset:
         raise ShiftlabError(
             f"{_KEY}.target_recordings: every selected recording is held out for the target; none is left for synthesis"
         )
+    for rid in sorted(held):  # a TORCS car is held out whole: never some of its loops in the target, some not
+        car = cat[rid].get("car") if rid.startswith("torcs/") else None
+        rest = [i for i in chosen if car and i not in held and i.startswith("torcs/") and cat[i].get("car") == car]
+        if rest:
+            raise ShiftlabError(f"{_KEY}.target_recordings: {rid} holds out the TORCS car {car} but not its other "
+                                f"recording(s) {', '.join(rest)} (hold out all of a car's recordings)")
 
     def work(rid):
         ref = cat[rid]["ref"]
         x, orig = _load(ref)
-        if audio.is_silent(x, silence_db):
-            raise ShiftlabError(
-                f"{_where(ref)}: silent noise clip (RMS {audio.rms_db(x):.1f} dBFS < {_KEY}.silence_db {silence_db:g})"
-            )
+        audio.check_noise_clip(x, _where(ref), silence_db, f"{_KEY}.silence_db")  # silent, constant or DC-shifted
         return audio.resample(x, orig, sr), orig, len(x)
 
     results = audio.map_ordered(work, chosen, 0, "reading noise")

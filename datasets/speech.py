@@ -11,6 +11,12 @@ resampled to ``sampling_rate`` and length-normalised to
 :func:`shiftlab.datasets.audio.fix_length` (centred zero padding; long clips keep the
 window centred on the energy peak).
 
+Every clip read or synthesised must be speech-like before it becomes a row
+(:func:`shiftlab.datasets.audio.check_speech_clip`): at least ``min_seconds`` long,
+not silent or constant (RMS, also without its mean, at or above ``silence_db``
+dBFS); a WAV cut off before the end of its declared data is refused on reading. Each
+refusal is a one-line error naming the file.
+
 * :func:`tts_speech` -- espeak-ng accents x variants and flite voices, seeded speed/pitch;
 * :func:`real_speech` -- the Debian packages ``trigger-rally-data`` (three rally
   codrivers), ``asterisk-core-sounds-en-wav`` (Allison) and ``saytime``;
@@ -66,6 +72,9 @@ PACKAGES = {
 }
 ALLISON_FOLDERS = ("digits", ".", "phonetic", "letters")  # searched in this order
 
+SILENCE_DB = -60.0  # quieter clips are refused (real words of the default data: -38 dBFS and up)
+MIN_SECONDS = 0.05  # shorter clips are refused (shortest real word of the default data: 0.15 s)
+
 ESPEAK_DEFAULT_SPEED = 175  # espeak-ng's default words per minute: flite duration_stretch = 175 / speed
 
 
@@ -104,26 +113,28 @@ def prepare(cfg: dict) -> hfds.Dataset:
     sr = int(cfg["sampling_rate"])
     n = int(round(cfg["clip_seconds"] * sr))
     folder = cfg["folder"]
+    gate = dict(silence_db=float(cfg.get("silence_db", SILENCE_DB)), min_seconds=float(cfg.get("min_seconds", MIN_SECONDS)))
 
     if cfg["source"] == "tts":
         t = cfg["tts"]
         src = tts_speech(
-            vocab, sr, n, t["espeak_voices"], t["flite_voices"], t["speed"], t["pitch"], t["takes"], cfg["seed"], t["workers"]
+            vocab, sr, n, t["espeak_voices"], t["flite_voices"], t["speed"], t["pitch"], t["takes"], cfg["seed"], t["workers"],
+            **gate,
         )
     elif cfg["source"] == "folder":
         if not folder["source"]:
             raise ShiftlabError(f"{_KEY}.folder.source: required when {_KEY}.source is folder")
-        src = folder_speech(folder["source"], "source", sr, n, vocab, folder["group_pattern"])
+        src = folder_speech(folder["source"], "source", sr, n, vocab, folder["group_pattern"], **gate)
     else:
         raise ShiftlabError(f"{_KEY}.source: unknown source {cfg['source']!r} (tts, folder)")
 
     if cfg["target"] == "real":
         r = cfg["real"]
-        tgt = real_speech(r["speakers"], vocab, sr, n, r["trigger_rally_zip"], r["asterisk_dir"], r["saytime_dir"])
+        tgt = real_speech(r["speakers"], vocab, sr, n, r["trigger_rally_zip"], r["asterisk_dir"], r["saytime_dir"], **gate)
     elif cfg["target"] == "folder":
         if not folder["target"]:
             raise ShiftlabError(f"{_KEY}.folder.target: required when {_KEY}.target is folder")
-        tgt = folder_speech(folder["target"], "target", sr, n, vocab, folder["group_pattern"])
+        tgt = folder_speech(folder["target"], "target", sr, n, vocab, folder["group_pattern"], **gate)
     else:
         raise ShiftlabError(f"{_KEY}.target: unknown target {cfg['target']!r} (real, folder)")
 
@@ -222,6 +233,11 @@ def _load_item(ref) -> tuple[np.ndarray, int]:
     return audio.read_audio(file)
 
 
+def _item_name(ref) -> str:
+    kind, file, member = ref
+    return f"{file}:{member}" if kind == "zip" else str(file)
+
+
 def real_speech(
     speakers: Sequence[str],
     vocabulary,
@@ -230,6 +246,8 @@ def real_speech(
     trigger_rally_zip: str = "/usr/share/games/trigger-rally/data.zip",
     asterisk_dir: str = "/usr/share/asterisk/sounds/en_US_f_Allison",
     saytime_dir: str = "/usr/share/saytime",
+    silence_db: float = SILENCE_DB,
+    min_seconds: float = MIN_SECONDS,
 ) -> hfds.Dataset:
     """Recorded words of real speakers from Debian packages (domain ``target``).
 
@@ -274,6 +292,7 @@ def real_speech(
 
     def work(job):
         x, sr = _load_item(job[3])
+        audio.check_speech_clip(x, sr, _item_name(job[3]), silence_db, min_seconds, _KEY)
         return audio.to_mono_rate(x, sr, sampling_rate, n_samples), sr, len(x)
 
     results = audio.map_ordered(work, jobs, 0, "reading real speech")
@@ -413,6 +432,8 @@ def tts_speech(
     takes: int = 1,
     seed: int = 0,
     workers: int = 0,
+    silence_db: float = SILENCE_DB,
+    min_seconds: float = MIN_SECONDS,
 ) -> hfds.Dataset:
     """Clean synthetic words (domain ``source``, origin ``real``: they are source data, not mixes).
 
@@ -459,6 +480,9 @@ def tts_speech(
 
         def work(job):
             x, sr = _synth(job, exes, tmp)
+            engine, voice, word, _, speed, pitch = job
+            audio.check_speech_clip(x, sr, f"{engine} voice {voice} (speed {speed}, pitch {pitch}) saying {word!r}",
+                                    silence_db, min_seconds, _KEY)
             return audio.to_mono_rate(x, sr, sampling_rate, n_samples), sr
 
         results = audio.map_ordered(work, jobs, workers, "synthesising speech")
@@ -499,6 +523,8 @@ def folder_speech(
     n_samples: int,
     vocabulary=None,
     group_pattern: str | None = None,
+    silence_db: float = SILENCE_DB,
+    min_seconds: float = MIN_SECONDS,
 ) -> hfds.Dataset:
     """Words from a folder with one subfolder per class (the word).
 
@@ -568,6 +594,7 @@ def folder_speech(
 
     def work(job):
         x, sr = audio.read_audio(job[2])
+        audio.check_speech_clip(x, sr, str(job[2]), silence_db, min_seconds, _KEY)
         return audio.to_mono_rate(x, sr, sampling_rate, n_samples), sr, len(x)
 
     results = audio.map_ordered(work, jobs, 0, f"reading {domain} speech")

@@ -2,19 +2,27 @@
 
 A **noise bank** is a ``Dataset`` in the audio schema (:mod:`shiftlab.datasets.schema`)
 with one row per noise clip: ``id`` (``openttd/modern_bus_start``, ``virtual/car007``,
-``folder/car_03/take1``), ``audio`` (float32 mono), ``sampling_rate``, ``label`` (the
-noise kind), ``domain`` ``source``, ``origin`` ``real`` for recordings and
-``synthetic`` for virtual cars, ``group`` = the clip's *physical source* (the recording,
-the folder sub-directory, the virtual car), ``parent`` "" and ``recipe`` (JSON: where the
-clip came from; for a virtual car the whole car record and its seeds, so the clip can be
-re-rendered). Builders: :func:`from_noise` (the prepared noise dataset, filtered by
-domain and id patterns), :func:`from_folder`, :func:`from_arrays`, :func:`from_cars`,
-:func:`combine`, and :func:`build` from the ``synth_mix.bank`` params section
-(:data:`DEFAULTS`). Every builder ends with :func:`validate`.
+``folder/car_03/take1``, ``torcs/f360/drive2``), ``audio`` (float32 mono),
+``sampling_rate``, ``label`` (the noise kind), ``domain`` ``source``, ``origin`` ``real``
+for recordings (a TORCS drive too: a real recording, re-pitched) and ``synthetic`` for
+virtual cars, ``group`` = the clip's *physical source* (the recording, the folder
+sub-directory, the virtual car, the TORCS car), ``parent`` "" and ``recipe`` (JSON: where
+the clip came from; for a virtual car the whole car record and its seeds, for a TORCS
+drive the recording and the whole drive recipe, so the clip can be re-rendered).
+Builders: :func:`from_noise` (the prepared noise dataset, filtered by domain and id
+patterns), :func:`from_folder`, :func:`from_arrays`, :func:`from_cars`,
+:func:`from_torcs` (real TORCS engine loops driven through seeded RPM trajectories,
+:mod:`shiftlab.mixing.rpm`), :func:`combine`, and :func:`build` from the
+``synth_mix.bank`` params section (:data:`DEFAULTS`). Every builder ends with
+:func:`validate`. :func:`names` resolves, without rendering anything, which recordings
+and groups a bank section draws from (``shiftlab prepare target`` refuses a target
+recording or car among them).
 
 Validation (:func:`validate`, one-line :class:`ShiftlabError` naming the clip): an empty
 bank, a zero-length clip, NaN or infinite samples, a silent clip (RMS below
-``silence_db`` dBFS), a sampling rate that differs from the speech's, duplicate ids.
+``silence_db`` dBFS), a sampling rate that differs from the speech's, duplicate ids;
+noise files (:func:`from_folder`) are also refused when constant (DC) or when their DC
+offset is large against the rest of the clip.
 Arrays given to :func:`from_arrays` must be 1-D; a 2-D (multi-channel) array is an error
 unless ``downmix=True``, which averages over the channel axis (the axis of length <= 8;
 an array where that is ambiguous is still an error) -- the same mean-over-channels rule
@@ -56,7 +64,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -72,6 +80,9 @@ __all__ = [
     "from_folder",
     "from_arrays",
     "from_cars",
+    "from_torcs",
+    "Names",
+    "names",
     "combine",
     "take",
     "validate",
@@ -87,7 +98,8 @@ __all__ = [
 SILENCE_DB = -60.0
 MAX_CHANNELS = 8
 #: The kinds of noise a bank can hold (``sources`` key).
-SOURCES = ("real", "folder", "virtual")
+SOURCES = ("real", "folder", "virtual", "torcs")
+TORCS_DIR = "/usr/share/games/torcs/data/sound"
 _KEY = "synth_mix.bank"
 
 #: The ``synth_mix.bank`` params section.
@@ -100,6 +112,13 @@ DEFAULTS: dict[str, Any] = {
     "n_cars": 40,  # virtual cars (each its own group)
     "seconds_per_car": 20.0,  # seconds rendered per virtual car
     "cars": {},  # car parameter range overrides (mixing.cars.DEFAULT_RANGES keys)
+    # "torcs" = real engine loops of torcs-data, each car driven through trajectories_per_car
+    # seeded RPM trajectories of seconds_per_car seconds each (mixing.rpm); group = the car
+    "torcs_dir": TORCS_DIR,
+    "torcs_cars": ["*"],  # fnmatch patterns over TORCS car names (cars held out for the target never match)
+    "trajectories_per_car": 3,
+    "torcs_road": None,  # a TORCS recording id mixed under every drive as road noise (torcs/road-ride), or null
+    "drive": {},  # RPM trajectory range overrides (mixing.rpm.DEFAULT_RANGES keys)
     "silence_db": SILENCE_DB,  # a clip below this RMS (dBFS) is rejected
     # the draw policy
     "max_source_share": 0.1,  # most draws any one group may get (share of all draws), (0, 1]
@@ -173,7 +192,35 @@ def check_cfg(cfg: Mapping[str, Any] | None, where: str = _KEY) -> dict[str, Any
         c["cars"] = {}
     cars.check_ranges(c["cars"], f"{where}.cars")  # validate; keep the user's (short) overrides
     c["cars"] = dict(c["cars"])
+    _check_torcs_cfg(c, where)
     return c
+
+
+def _check_torcs_cfg(c: dict, where: str) -> None:
+    """Validate the TORCS keys of a merged bank section in place."""
+    from shiftlab.mixing import rpm
+
+    if not isinstance(c["torcs_dir"], (str, Path)) or not str(c["torcs_dir"]):
+        raise ShiftlabError(f"{where}.torcs_dir: must be a folder path, got {c['torcs_dir']!r}")
+    tc = c["torcs_cars"]
+    if isinstance(tc, str):
+        tc = [tc]
+    if not isinstance(tc, (list, tuple)) or not tc or not all(isinstance(p, str) and p for p in tc):
+        raise ShiftlabError(f"{where}.torcs_cars: must be a non-empty list of car name patterns, "
+                            f"got {c['torcs_cars']!r}")
+    c["torcs_cars"] = list(tc)
+    k = c["trajectories_per_car"]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ShiftlabError(f"{where}.trajectories_per_car: must be an integer >= 1, got {k!r}")
+    c["trajectories_per_car"] = int(k)
+    road = c["torcs_road"]
+    if road is not None and (not isinstance(road, str) or not road.startswith("torcs/") or len(road) <= 6):
+        raise ShiftlabError(f"{where}.torcs_road: must be a TORCS recording id (e.g. torcs/road-ride) or null, "
+                            f"got {road!r}")
+    if c["drive"] is None:
+        c["drive"] = {}
+    rpm.check_ranges(c["drive"], f"{where}.drive")  # validate; keep the user's (short) overrides
+    c["drive"] = dict(c["drive"])
 
 
 # --------------------------------------------------------------------------- arrays
@@ -276,7 +323,8 @@ def validate(bank, sampling_rate: int | None = None, silence_db: float = SILENCE
 
     Checked: audio-schema columns, at least one clip, unique ids, one sampling rate for
     all clips (equal to ``sampling_rate`` when given), no zero-length clip, only finite
-    samples, no clip quieter than ``silence_db`` dBFS.
+    samples, no clip quieter than ``silence_db`` dBFS. (Constant or DC-shifted clips
+    are refused when read from files: :func:`from_folder`, ``shiftlab prepare noise``.)
     """
     from shiftlab.datasets import schema
 
@@ -334,9 +382,15 @@ def from_noise(noise, recordings: Sequence[str] = ("*",), domain: str = "source"
     Rows keep their columns (and id order). A pattern that matches no recording of that
     domain is an error naming it and listing the candidates.
     """
+    rows = [r for r, _, _ in _match_noise(noise, recordings, domain, where)]
+    return validate(take(noise, rows), sampling_rate, silence_db, f"noise bank ({domain} recordings)")
+
+
+def _match_noise(noise, recordings: Sequence[str], domain: str, where: str) -> list[tuple[int, str, str]]:
+    """(row, id, group) of the rows of ``noise`` with ``domain`` whose id matches a pattern (see :func:`from_noise`)."""
     if domain not in ("source", "target"):
         raise ShiftlabError(f"from_noise: domain must be source or target, got {domain!r}")
-    m = _meta(noise, ("id", "domain"))
+    m = _meta(noise, ("id", "domain", "group"))
     ids = np.array([str(i) for i in m["id"]], dtype=object)
     dom = np.asarray(m["domain"]).astype(str)
     cand = [i for i, d in zip(ids, dom) if d == domain]
@@ -349,8 +403,7 @@ def from_noise(noise, recordings: Sequence[str] = ("*",), domain: str = "source"
                 f"(known: {', '.join(sorted(cand)) or 'none'})"
             )
         keep.update(hit)
-    rows = [int(k) for k in np.flatnonzero([i in keep for i in ids])]
-    return validate(take(noise, rows), sampling_rate, silence_db, f"noise bank ({domain} recordings)")
+    return [(int(k), str(ids[k]), str(m["group"][k])) for k in np.flatnonzero([i in keep for i in ids])]
 
 
 def take(ds, rows: Sequence[int]):
@@ -387,8 +440,7 @@ def from_folder(folder, sampling_rate: int, silence_db: float = SILENCE_DB):
     def work(rid):
         path = cat[rid]["ref"][1]
         x, sr = audio.read_audio(path)
-        if audio.is_silent(x, silence_db):
-            raise ShiftlabError(f"{path}: silent noise clip (RMS {audio.rms_db(x):.1f} dBFS < silence_db {silence_db:g})")
+        audio.check_noise_clip(x, str(path), silence_db)  # silent, constant (DC) or DC-shifted
         return audio.resample(x, sr, sampling_rate), sr, len(x)
 
     results = audio.map_ordered(work, ids, 0, "reading noise folder")
@@ -511,6 +563,115 @@ def from_cars(n_cars: int, seconds_per_car: float, sampling_rate: int, seed: int
     return validate(_dataset(rows), sampling_rate)
 
 
+def torcs_drive_seed(seed: int, car: str, j: int) -> int:
+    """The seed of drive ``j`` of TORCS car ``car`` in a bank built with ``seed`` (independent of the other cars)."""
+    return seeding.sample_seed(seed, j, "torcs_drive", car)
+
+
+def _held_groups(noise) -> set[str]:
+    """Groups of the target-domain rows of a prepared noise dataset (held out for the target)."""
+    if noise is None:
+        return set()
+    m = _meta(noise, ("domain", "group"))
+    return {str(g) for g, d in zip(m["group"], m["domain"]) if str(d) == "target"}
+
+
+def _torcs_selection(patterns: Sequence[str], torcs_dir, road: str | None, held_out: Collection[str] = (),
+                     where: str = _KEY) -> tuple[dict[str, list[tuple[str, dict]]], tuple[str, dict] | None]:
+    """(car -> sorted [(recording id, description)] of its engine loops, (road id, description) or None).
+
+    A car is selected when a ``patterns`` entry matches its name and its group
+    (``torcs/<car>``) is not in ``held_out``; a pattern that selects nothing is an error
+    naming the cars it could have meant (and the held-out car, when it names one).
+    """
+    from shiftlab.datasets import noise as noise_mod
+
+    held = set(held_out)
+    cat = noise_mod.torcs_catalogue(torcs_dir, [], kinds=("engine",), key=f"{where}.torcs_dir")
+    by_car: dict[str, list[tuple[str, dict]]] = {}
+    for rid in sorted(cat):
+        by_car.setdefault(cat[rid]["car"], []).append((rid, cat[rid]))
+    free = sorted(c for c in by_car if f"torcs/{c}" not in held)
+    chosen = set()
+    for p in patterns:
+        hit = [c for c in free if fnmatch.fnmatchcase(c, p)]
+        if not hit:
+            blocked = [c for c in sorted(by_car) if fnmatch.fnmatchcase(c, p)]
+            why = (f"{', '.join(blocked)} {'is' if len(blocked) == 1 else 'are'} held out for the target "
+                   f"(prepare_noise.target_recordings)") if blocked else f"known: {', '.join(sorted(by_car)) or 'none'}"
+            raise ShiftlabError(f"{where}.torcs_cars: pattern {p!r} matches no TORCS car ({why})")
+        chosen.update(hit)
+    road_sel = None
+    if road is not None:
+        if road.removeprefix("torcs/") not in noise_mod.TORCS_SOUNDS:
+            known = ", ".join(f"torcs/{k}" for k in sorted(noise_mod.TORCS_SOUNDS))
+            raise ShiftlabError(f"{where}.torcs_road: {road} is not a TORCS recording (known: {known})")
+        rc = noise_mod.torcs_catalogue(torcs_dir, [road], key=f"{where}.torcs_dir", only=[road])
+        if rc[road]["group"] in held:
+            raise ShiftlabError(f"{where}.torcs_road: {road} is held out for the target "
+                                f"(prepare_noise.target_recordings)")
+        road_sel = (road, rc[road])
+    return {c: by_car[c] for c in sorted(chosen)}, road_sel
+
+
+def from_torcs(cars: Sequence[str] = ("*",), trajectories_per_car: int = 3, seconds_per_car: float = 20.0,
+               sampling_rate: int = 16000, seed: int = 0, torcs_dir=TORCS_DIR, drive: Mapping[str, Any] | None = None,
+               road: str | None = None, held_out: Collection[str] = (), workers: int = 0, where: str = _KEY):
+    """Real TORCS engine loops, each selected car driven through ``trajectories_per_car`` RPM trajectories.
+
+    Cars: the TORCS cars (:data:`shiftlab.datasets.noise.TORCS_SOUNDS`) whose name matches
+    a ``cars`` pattern and whose group ``torcs/<car>`` is not in ``held_out`` (the groups
+    held out for the target). Drive ``j`` of a car (``j = 0 .. trajectories_per_car - 1``)
+    voices the car's engine loop ``j mod (number of its loops)`` (sorted by id) with
+    :func:`shiftlab.mixing.rpm.render` of ``rpm.sample_recipe(torcs_drive_seed(seed, car, j),
+    seconds_per_car, sampling_rate, drive, recording, road)``; ``road``: a TORCS recording
+    id for the road underlay, or None. Rows: ``id`` ``torcs/<car>/drive<j>``, group
+    ``torcs/<car>``, label ``torcs_car``, origin ``real`` (a real recording, re-pitched),
+    domain ``source``; the recipe holds the car, the recording file and the whole drive
+    recipe (every drawn number), so the clip can be re-rendered. Cars are rendered in
+    ``workers`` threads (0 = all cores); the result does not depend on it.
+    """
+    from shiftlab.datasets import audio
+    from shiftlab.mixing import rpm
+
+    k = trajectories_per_car
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ShiftlabError(f"{where}.trajectories_per_car: must be an integer >= 1, got {k!r}")
+    drive = rpm.check_ranges(drive, f"{where}.drive")
+    sel, road_sel = _torcs_selection(list(cars), torcs_dir, road, held_out, where)
+    road_levels = None
+    if road_sel is not None:
+        x, sr = audio.read_audio(road_sel[1]["ref"][1])
+        road_levels = rpm.LoopLevels(x, sr, int(sampling_rate), road_sel[0])
+
+    def work(car):
+        levels = {}
+        out = []
+        for j in range(int(k)):
+            rid, d = sel[car][j % len(sel[car])]
+            if rid not in levels:
+                x, sr = audio.read_audio(d["ref"][1])
+                levels[rid] = rpm.LoopLevels(x, sr, int(sampling_rate), rid)
+            s = torcs_drive_seed(seed, car, j)
+            recipe = rpm.sample_recipe(s, seconds_per_car, int(sampling_rate), drive, rid,
+                                       road_sel[0] if road_sel else None)
+            out.append((j, rid, d, s, recipe, rpm.render(recipe, levels[rid], road=road_levels)))
+        return out
+
+    results = audio.map_ordered(work, list(sel), workers, "rendering TORCS drives", unit="car")
+    rows = []
+    for car, drives in zip(sel, results):
+        for j, rid, d, s, recipe, x in drives:
+            rows.append(dict(
+                id=f"torcs/{car}/drive{j}", audio=x, sampling_rate=int(sampling_rate), label="torcs_car",
+                domain="source", origin="real", group=f"torcs/{car}",
+                recipe=store.recipe(source="torcs_drive", car=car, recording=rid, file=d["ref"][1], drive_seed=s,
+                                    index=j, drive=recipe,
+                                    road_file=road_sel[1]["ref"][1] if road_sel else None),
+            ))
+    return validate(_dataset(rows), sampling_rate)
+
+
 def combine(parts: Sequence):
     """Concatenate banks (label names unified); duplicate ids are an error."""
     from shiftlab.datasets import schema
@@ -529,8 +690,9 @@ def build(cfg: Mapping[str, Any] | None, noise=None, sampling_rate: int = 16000,
 
     ``noise``: the prepared noise dataset (needed when ``sources`` has ``real``; only its
     source-domain rows matching ``recordings`` are used, so the held-out target
-    recordings never enter the bank). Parts are concatenated in the order real, folder,
-    virtual.
+    recordings never enter the bank; its target-domain groups are also held out of
+    ``torcs``: a TORCS car held out for the target is never driven). Parts are
+    concatenated in the order real, folder, virtual, torcs.
     """
     c = check_cfg(cfg)
     parts = []
@@ -542,8 +704,53 @@ def build(cfg: Mapping[str, Any] | None, noise=None, sampling_rate: int = 16000,
         parts.append(from_folder(c["folder"], sampling_rate, c["silence_db"]))
     if "virtual" in c["sources"]:
         parts.append(from_cars(c["n_cars"], c["seconds_per_car"], sampling_rate, seed, c["cars"], workers))
+    if "torcs" in c["sources"]:
+        parts.append(from_torcs(c["torcs_cars"], c["trajectories_per_car"], c["seconds_per_car"], sampling_rate, seed,
+                                c["torcs_dir"], c["drive"], c["torcs_road"], _held_groups(noise), workers))
     out = combine(parts)
     return validate(out, sampling_rate, c["silence_db"])
+
+
+@dataclass(frozen=True)
+class Names:
+    """What a bank draws from: ``recordings`` (ids of the recordings its clips are made
+    of: real and folder recordings, TORCS engine loops and road underlay, virtual cars)
+    and ``groups`` (their physical sources: recordings, folder sub-folders, cars)."""
+
+    recordings: frozenset
+    groups: frozenset
+
+
+def names(cfg: Mapping[str, Any] | None, noise=None, where: str = _KEY) -> Names:
+    """The :class:`Names` of the bank a ``synth_mix.bank`` section builds, resolved as
+    :func:`build` resolves them (same patterns, same held-out exclusions) without reading
+    or rendering any audio of the bank. ``noise``: the prepared noise dataset (needed for
+    ``real``; its target-domain groups are held out of ``torcs``)."""
+    c = check_cfg(cfg, where)
+    recs, groups = set(), set()
+    if "real" in c["sources"]:
+        if noise is None:
+            raise ShiftlabError(f"{where}.sources: 'real' needs the prepared noise dataset (data/prepared/noise)")
+        for _, rid, g in _match_noise(noise, c["recordings"], "source", where):
+            recs.add(rid), groups.add(g)
+    if "folder" in c["sources"]:
+        from shiftlab.datasets import noise as noise_mod
+
+        for rid, d in noise_mod.catalogue({"recordings": [], "folder": str(c["folder"])}, patterns=[]).items():
+            recs.add(rid), groups.add(d["group"])
+    if "virtual" in c["sources"]:
+        width = max(3, len(str(c["n_cars"] - 1)))
+        ids = {f"virtual/car{i:0{width}d}" for i in range(c["n_cars"])}
+        recs |= ids
+        groups |= ids
+    if "torcs" in c["sources"]:
+        sel, road = _torcs_selection(c["torcs_cars"], c["torcs_dir"], c["torcs_road"], _held_groups(noise), where)
+        for car, loops in sel.items():
+            groups.add(f"torcs/{car}")
+            recs.update(rid for rid, _ in loops)
+        if road is not None:
+            recs.add(road[0]), groups.add(road[1]["group"])
+    return Names(frozenset(recs), frozenset(groups))
 
 
 def digest(bank) -> str:

@@ -672,9 +672,15 @@ def make_synthetic(splits, bank, cfg: Mapping[str, Any] | None = None, device: s
     T = int(lens.max()) if n else 1
     plan = bank_mod.plan_draws(a, T, n, seeding.sample_rng(seed, 0, "mix_plan"), c["bank"]["max_source_share"],
                                c["bank"]["min_segment_db"])
-    row_seeds = [seeding.sample_seed(seed, p, PURPOSE, k) for p, k in keys]
+    # row seeds and SNRs for all rows at once: seeding.sample_seed(seed, p, "mix", c) and
+    # default_rng(row seed).uniform(*snr_db) (= lo + (hi - lo) * next_double), the same bits
+    from shiftlab.synth.kernels import pcg64_raw, raw_to_double, sample_seeds
+
+    pk = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+    seeds_np = sample_seeds(seed, pk[:, 0], PURPOSE, pk[:, 1])
+    row_seeds = seeds_np.tolist()
     lo, hi = c["snr_db"]
-    snr = np.array([float(np.random.default_rng(s).uniform(lo, hi)) for s in row_seeds], dtype=np.float64)
+    snr = lo + (hi - lo) * raw_to_double(pcg64_raw(seeds_np.astype(np.uint64), 1))[:, 0] if n else np.zeros(0)
     loops = (plan.offset + lens - 1) // a.lengths[plan.clip] if n else plan.loops
 
     looped = _LoopedBank(a, dev)

@@ -24,7 +24,12 @@ The mix is :func:`shiftlab.mixing.mix.mix` (exact power SNR, clipping guard), on
 
 Leakage guard: if the synthesis bank is given, a target noise recording that is also in
 it (same id, same group, or the same samples under another id) is an error -- a model
-must never be scored on the noise it was trained with.
+must never be scored on the noise it was trained with. ``bank_names`` does the same
+without building any bank: the :class:`shiftlab.mixing.bank.Names` of each synthesis
+bank section (``shiftlab prepare target`` resolves every ``synth_mix*`` section with
+:func:`shiftlab.mixing.bank.names`); a target recording that one of them draws from, or
+whose group (its car, for TORCS recordings) is one of its groups, is a one-line error
+naming both.
 """
 
 from __future__ import annotations
@@ -94,7 +99,21 @@ def _check_disjoint(target: bank_mod.BankArrays, source: bank_mod.BankArrays) ->
             raise ShiftlabError(f"{_KEY}: target noise {cid} has the same samples as bank clip {hashes[h]}")
 
 
-def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None):
+def _check_names(target: bank_mod.BankArrays, bank_names: Mapping[str, bank_mod.Names]) -> None:
+    for section in sorted(bank_names):
+        nm = bank_names[section]
+        for i, cid in enumerate(target.ids):
+            g = target.groups[i]
+            if cid in nm.recordings:
+                raise ShiftlabError(f"{_KEY}: target noise {cid} is also in the {section} bank (held-out noise must "
+                                    f"not be used for synthesis; remove it from {section}.bank)")
+            if g in nm.groups:
+                raise ShiftlabError(f"{_KEY}: target noise {cid} comes from {g}, which the {section} bank also draws "
+                                    f"from (a held-out car or recording must not be used for synthesis)")
+
+
+def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None,
+                bank_names: Mapping[str, bank_mod.Names] | bank_mod.Names | None = None):
     """``speech`` with every target-domain row mixed with held-out target-domain noise (module docstring).
 
     Args:
@@ -103,6 +122,8 @@ def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None):
             ``recordings`` are the target noise.
         cfg: the ``target_mix`` section (:data:`DEFAULTS`).
         bank: the synthesis noise bank (optional): a target recording found in it is an error.
+        bank_names: ``{section: bank.Names}`` (or one ``Names``) of the synthesis banks
+            (optional): a target recording or group they draw from is an error.
 
     Returns:
         A new in-memory ``Dataset`` with the rows, order and features of ``speech``;
@@ -115,6 +136,8 @@ def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None):
     tn = bank_mod.arrays(bank_mod.from_noise(noise, c["recordings"], "target", where=_KEY))
     if bank is not None:
         _check_disjoint(tn, bank_mod.arrays(bank))
+    if bank_names is not None:
+        _check_names(tn, {"synthesis": bank_names} if isinstance(bank_names, bank_mod.Names) else bank_names)
     names = schema.label_names(speech)
     cols = ("id", "sampling_rate", "label", "domain", "origin", "group", "parent", "recipe")
     table = speech.select_columns(list(cols)).with_format("arrow")[:]

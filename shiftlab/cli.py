@@ -6,10 +6,11 @@
     shiftlab synth blur [--section S]      motion-blurred synthetic rows of the train source images
     shiftlab mix [--section S]             car noise mixed into the clean train source speech
     shiftlab check images|audio            diversity report + gates of the synthetic rows
+    shiftlab calibrate blur                score candidate blur ranges against the target rows of train
     shiftlab train --scenario S --variant V --seed N   one training run of the comparison matrix
     shiftlab evaluate --scenario S         errors with CIs, decomposition, synth vs nosynth verdicts
     shiftlab report                        the report of the whole run (markdown, HTML, PNGs)
-    shiftlab models [--input C,H,W]        the model registry with parameter counts and FLOPs
+    shiftlab models [--input C,H,W]        the model registry: parameters, MACs and FLOPs (2 per MAC)
     shiftlab params [--defaults]           print the validated params (all defaults filled)
 
 Every stage reads its own section of params.yaml (validated on load), writes its
@@ -100,9 +101,10 @@ def cmd_split(args) -> None:
     out = Path(args.out or SPLITS / what)
     metrics = Path(args.metrics or METRICS / f"{name}.json")
     md = Path(args.report or REPORTS / f"{name}.md")
-    store.save(parts, out)
-    store.write_json(metrics, rep)
-    store.write_text(md, splits.markdown(rep, f"Split report: {what}"))
+    with store.outputs(out, metrics, md) as tx:  # all three or none
+        store.save(parts, tx[out])
+        store.write_json(tx[metrics], rep)
+        store.write_text(tx[md], splits.markdown(rep, f"Split report: {what}"))
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in parts.items())
     print(f"{name}: {sizes} -> {out}; report {md} [{time.perf_counter() - t0:.1f} s]")
 
@@ -135,7 +137,8 @@ def cmd_synth(args) -> None:
         out = out.with_name(f"{out.name}.shard{shard[0]}of{shard[1]}")
     if len(ds):
         schema.check(ds, f"synth {args.what}")
-    store.save(ds, out)
+    with store.outputs(out) as tx:
+        store.save(ds, tx[out])
     fam = ""
     if len(ds):
         import json
@@ -155,7 +158,12 @@ def _prepare_target(args, cfg, t0) -> None:
 
     speech = store.load(PREPARED / "speech", "prepared speech", "run `shiftlab prepare speech` first")
     noise = store.load(PREPARED / "noise", "prepared noise", "run `shiftlab prepare noise` first")
-    ds = target.make_target(speech, noise, cfg)
+    from shiftlab.mixing import bank as bank_mod
+
+    # every synthesis bank, resolved as `shiftlab mix` resolves it: none may draw from a target recording or car
+    banks = {s: bank_mod.names(config.section(s, args.params)["bank"], noise, f"{s}.bank")
+             for s in config.SCHEMA if s.startswith("synth_mix")}
+    ds = target.make_target(speech, noise, cfg, bank_names=banks)
     schema.check(ds, "prepare target")
     out = Path(args.out or PREPARED / "speech_incar")
     store.save(ds, out)
@@ -185,8 +193,9 @@ def cmd_mix(args) -> None:
     bank_out = Path(args.bank_out or SYNTH / f"{name}_bank")
     if len(ds):
         schema.check(ds, "mix")
-    store.save(bank, bank_out)
-    store.save(ds, out)
+    with store.outputs(bank_out, out) as tx:  # the rows and the bank they were mixed from: both or neither
+        store.save(bank, tx[bank_out])
+        store.save(ds, tx[out])
     print(
         f"mix [{section}]: {len(ds):,} synthetic rows from {len(set(ds['parent'])):,} parents, bank of "
         f"{len(bank):,} clips from {len(set(bank['group'])):,} sources -> {out}, {bank_out} "
@@ -217,8 +226,9 @@ def cmd_check(args) -> None:
         splits = store.load(Path(args.input or SPLITS / "images"), "split dataset", "run `shiftlab split images` first")
         syn = store.load(syn_path, "synthetic rows", "run `shiftlab synth blur` first")
         paths = _check_paths(what, name)
-        with store.atomic_dir(paths["plots"]) as tmp_plots:
-            rep = mod.run(syn, splits, cfg, plots_dir=tmp_plots, progress=True)
+
+        def run(plots):
+            return mod.run(syn, splits, cfg, plots_dir=plots, progress=True)
     else:
         from shiftlab.mixing import diversity as mod
 
@@ -232,20 +242,54 @@ def cmd_check(args) -> None:
         tgt = tr.select([i for i, d in enumerate(tr["domain"]) if d == "target"])
         tnoise = noise.select([i for i, d in enumerate(noise["domain"]) if d == "target"])
         paths = _check_paths(what, name)
-        with store.atomic_dir(paths["plots"]) as tmp_plots:
-            rep = mod.run(syn, bank, tgt, target_noise=tnoise if len(tnoise) else None, cfg=cfg,
-                          plots_dir=tmp_plots, progress=True)
-    gates = mod.gate(rep, cfg)
-    failed = [g["name"] for g in gates if not g["passed"] and g["action"] == "fail"]
-    warned = [g["name"] for g in gates if not g["passed"] and g["action"] != "fail"]
-    verdict = "fail" if failed else ("warn" if warned else "pass")
-    store.write_json(paths["metrics"], {"verdict": verdict, "gates": gates, "report": rep})
-    store.write_text(paths["report"], mod.markdown(rep, gates))
+
+        def run(plots):
+            return mod.run(syn, bank, tgt, target_noise=tnoise if len(tnoise) else None, cfg=cfg,
+                           plots_dir=plots, progress=True)
+
+    # plots, metrics and report are committed together: all new, or (error, interruption) all old
+    with store.outputs(paths["plots"], paths["metrics"], paths["report"]) as tx:
+        rep = run(tx.dir(paths["plots"]))
+        gates = mod.gate(rep, cfg)
+        failed = [g["name"] for g in gates if not g["passed"] and g["action"] == "fail"]
+        warned = [g["name"] for g in gates if not g["passed"] and g["action"] != "fail"]
+        verdict = "fail" if failed else ("warn" if warned else "pass")
+        store.write_json(tx[paths["metrics"]], {"verdict": verdict, "gates": gates, "report": rep})
+        store.write_text(tx[paths["report"]], mod.markdown(rep, gates))
     detail = (f"; failed: {', '.join(failed)}" if failed else "") + (f"; warnings: {', '.join(warned)}" if warned else "")
     print(f"check {what} [{syn_path}]: {verdict.upper()}{detail} -> {paths['report']} "
           f"[{time.perf_counter() - t0:.1f} s]")
     if args.strict and failed:
         raise ShiftlabError(f"check {what}: diversity gates failed ({', '.join(failed)}); see {paths['report']}")
+
+
+def cmd_calibrate(args) -> None:
+    """shiftlab calibrate blur: score candidate kernel ranges against the target rows of train."""
+    t0 = time.perf_counter()
+    from shiftlab import store
+    from shiftlab.synth import calibrate
+
+    section = args.section or "calibrate_blur"
+    if not section.startswith("calibrate_blur"):
+        raise ShiftlabError(f"--section {section}: calibrate blur reads a calibrate_blur* section")
+    cfg = config.section(section, args.params)
+    base = config.section(cfg["base"], args.params)
+    chk = config.section("check_images", args.params)
+    src = Path(args.input or SPLITS / "images")
+    splits = store.load(src, "split dataset", "run `shiftlab split images` first")
+    res = calibrate.run(splits, cfg, chk, base, progress=True)
+    md, png, metrics = Path(args.report or cfg["report"]), Path(args.plot or cfg["plot"]), Path(args.metrics or cfg["metrics"])
+    calibrate.plot(res, png)
+    store.write_json(metrics, res)
+    rel = png.name if png.parent == md.parent else str(png)
+    store.write_text(md, calibrate.markdown(res, rel))
+    for line in calibrate.summary_table(res):
+        print(f"calibrate blur: {line}")
+    rec = res["recommended"]
+    what = (f"recommended {rec}" + (f" ({' '.join(res['overrides'])})" if res["overrides"] else " (the current ranges)")
+            if rec else "no candidate passes the fail gates")
+    print(f"calibrate blur [{section}]: {len(res['candidates'])} candidates against {res['target']['rows']:,} "
+          f"target-train rows; {what} -> {md}, {png}, {metrics} [{time.perf_counter() - t0:.1f} s]")
 
 
 RUNS = Path("runs")
@@ -280,13 +324,13 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    """shiftlab evaluate: every run of a scenario, the decomposition and the synth-vs-nosynth verdicts."""
+    """shiftlab evaluate: every run of a scenario, the decomposition and the seed-paired verdicts (on test)."""
     t0 = time.perf_counter()
     from shiftlab import store
     from shiftlab.train import evaluate, trainer
 
     sc = args.scenario
-    cfg = config.section("evaluate", args.params)
+    cfg = evaluate.for_scenario(config.section("evaluate", args.params), sc)
     exp = config.section("experiment", args.params)
     runs_dir = Path(args.runs or RUNS / sc)
     out_dir = Path(args.out or EVAL / sc)
@@ -296,46 +340,71 @@ def cmd_evaluate(args) -> None:
     for var in exp["variants"]:
         for seed in exp["seeds"]:
             p, names = trainer.load_predictions(runs_dir / var / f"s{seed}" / "predictions.npz")
-            preds.setdefault(var, {})[seed] = p
-    with store.atomic_dir(out_dir) as tmp:
+            preds.setdefault(var, {})[str(seed)] = p
+    splits = ("test", "dev")
+    metrics_path = Path(args.metrics or METRICS / f"evaluate_{sc}.json")
+    report_path = Path(args.report or REPORTS / f"evaluate_{sc}.md")
+    # all three outputs (eval dir, metrics, report) commit together or not at all
+    with store.outputs(out_dir, metrics_path, report_path) as tx:
+        tmp = tx.dir(out_dir)
         flat: dict = {}
         for var, by_seed in preds.items():
             for seed, p in by_seed.items():
                 res = evaluate.evaluate(p, names, cfg)
-                results.setdefault(var, {})[str(seed)] = res
+                results.setdefault(var, {})[seed] = res
                 evaluate.plots(res, Path(tmp) / f"{var}_s{seed}")
                 for k, v in evaluate.metrics(res).items():
                     flat[f"{var}/s{seed}/{k}"] = v
-        compare = {}
-        lines = []
-        if "nosynth" in preds:
-            for treat in [v for v in preds if v != "nosynth"]:
-                c = evaluate.compare({"nosynth": preds["nosynth"], treat: preds[treat]}, names, cfg,
-                                     baseline="nosynth", treatment=treat)
-                compare[treat] = c
-                for k, v in evaluate.compare_metrics(c).items():
-                    flat[f"compare/{treat}/{k}"] = v
-                lines.append(f"{treat} vs nosynth: {c['text']}")
+        unfit = evaluate.unfit_runs(results, cfg)
+        variants = {sp: {var: evaluate.variant_error(by_seed, names, cfg, split=sp, where=f"runs[{var!r}]")
+                         for var, by_seed in preds.items()} for sp in splits}
+        pairs = [(v, "nosynth") for v in preds if v != "nosynth"] if "nosynth" in preds else []
         if "synth" in preds and "narrow" in preds:  # did the narrow synthesis transfer worse than the default?
-            c = evaluate.compare({"synth": preds["synth"], "narrow": preds["narrow"]}, names, cfg,
-                                 baseline="synth", treatment="narrow")
-            compare["narrow_vs_synth"] = c
-            for k, v in evaluate.compare_metrics(c).items():
-                flat[f"compare/narrow_vs_synth/{k}"] = v
-        doc = {"scenario": sc, "label_names": names, "split": "dev", "runs": results, "compare": compare}
+            pairs.append(("narrow", "synth"))
+        compare = evaluate.compare_all(preds, names, cfg, pairs=pairs, splits=splits, unfit=unfit) if pairs else {}
+        for sp, by_name in compare.items():
+            for name, c in by_name.items():
+                for k, v in evaluate.compare_metrics(c).items():
+                    flat[f"compare/{sp}/{name}/{k}"] = v
+        for sp, by_var in variants.items():
+            for var, d in by_var.items():
+                flat[f"variant/{sp}/{var}/error"] = d["error"]
+                flat[f"variant/{sp}/{var}/error_low"] = d["low"]
+                flat[f"variant/{sp}/{var}/error_high"] = d["high"]
+        flat["unfit_runs"] = sum(len(v) for v in unfit.values())
+        doc = {"scenario": sc, "label_names": names, "primary_split": splits[0], "splits": list(splits),
+               "config": cfg, "optimal_error": cfg["optimal_error"], "optimal_error_proxy": cfg["optimal_error_proxy"],
+               "fit_rule": {"fit_max_chance_share": cfg["fit_max_chance_share"],
+                            "text": (f"a run did not fit when the train error of its selected checkpoint is above "
+                                     f"{cfg['fit_max_chance_share']:g} x chance error (1 - 1/{len(names)} = "
+                                     f"{100 * (1 - 1 / len(names)):.1f}%), i.e. above "
+                                     f"{100 * cfg['fit_max_chance_share'] * (1 - 1 / len(names)):.1f}%")},
+               "unfit": unfit, "runs": results, "variants": variants, "compare": compare}
         store.write_json(Path(tmp) / "results.json", doc)
-    store.write_json(Path(args.metrics or METRICS / f"evaluate_{sc}.json"), flat)
+        tx.write_json(metrics_path, flat)
+        tx.write_text(report_path, _evaluate_markdown(sc, compare, variants, unfit, doc, results, splits))
+    n = sum(len(v) for v in preds.values())
+    lines = [f"{c['treatment']} - {c['baseline']} {c['verdict']}" for c in compare.get(splits[0], {}).values()]
+    print(f"evaluate {sc}: {n} runs; test verdicts: " + ("; ".join(lines) or "none")
+          + f"; unfit runs: {flat['unfit_runs']} -> {out_dir} [{time.perf_counter() - t0:.1f} s]")
+
+
+def _evaluate_markdown(sc, compare, variants, unfit, doc, results, splits) -> str:
+    from shiftlab.train import evaluate
+
     md = [f"# Evaluation: {sc}", ""]
-    for treat, c in compare.items():
-        md.append(evaluate.compare_markdown(c, title=f"{treat} vs nosynth ({sc})"))
+    if compare:
+        md.append(evaluate.compare_markdown(compare, variants, title=f"Verdicts ({sc}): does the synthesis help?",
+                                            primary=splits[0]))
         md.append("")
+    md.append(f"Runs that did not fit ({doc['fit_rule']['text']}): "
+              + (", ".join(f"{v} s{s}" for v, ss in unfit.items() for s in ss) or "none") + ".")
+    md.append("")
     for var, by_seed in results.items():
         first = next(iter(by_seed))
         md.append(evaluate.markdown(by_seed[first], title=f"{var}, seed {first}"))
         md.append("")
-    store.write_text(Path(args.report or REPORTS / f"evaluate_{sc}.md"), "\n".join(md))
-    n = sum(len(v) for v in preds.values())
-    print(f"evaluate {sc}: {n} runs; " + "; ".join(lines) + f" -> {out_dir} [{time.perf_counter() - t0:.1f} s]")
+    return "\n".join(md)
 
 
 def cmd_report(args) -> None:
@@ -343,6 +412,10 @@ def cmd_report(args) -> None:
     from shiftlab.train import report
 
     cfg = config.section("report", args.params)
+    if args.readme:  # README's results section from the committed metrics files (no report rebuilt)
+        changed = report.update_readme(args.readme, ".", cfg)
+        print(f"report: {args.readme} results section {'updated' if changed else 'already up to date'}")
+        return
     out = Path(args.out or REPORTS / "report")
     res = report.build(root=".", cfg=cfg, out_dir=out)
     for line in res["summary"]:
@@ -384,11 +457,12 @@ def cmd_merge(args) -> None:
     parts = [store.load(Path(p), "dataset to merge") for p in args.inputs]
     if any(isinstance(p, hfds.DatasetDict) for p in parts):
         raise ShiftlabError("merge: inputs must be datasets of rows (e.g. synthesis shards), not split DatasetDicts")
-    ds = hfds.concatenate_datasets(parts)
+    ds = hfds.concatenate_datasets(parts).with_format(None)  # no format state: same bytes as one unsharded save
     ids = ds["id"]
     if len(set(ids)) != len(ids):
         raise ShiftlabError("merge: the inputs share row ids (the same shard twice?)")
-    store.save(ds, Path(args.out))
+    with store.outputs(args.out) as tx:
+        store.save(ds, tx[args.out])
     print(f"merge: {len(ds):,} rows from {len(parts)} inputs -> {args.out} [{time.perf_counter() - t0:.1f} s]")
 
 
@@ -454,6 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--strict", action="store_true", help="exit with status 2 when a fail gate fails")
     sp.set_defaults(func=cmd_check)
 
+    sp = sub.add_parser("calibrate", help="score candidate synthesis ranges against the target rows of train")
+    sp.add_argument("what", choices=["blur"])
+    sp.add_argument("--section", help="params section (default calibrate_blur)")
+    sp.add_argument("--input", help="split dataset (default data/splits/images); only train and train_dev are read")
+    sp.add_argument("--report", help="markdown (default: the section's report)")
+    sp.add_argument("--plot", help="PNG of the realism/diversity trade-off (default: the section's plot)")
+    sp.add_argument("--metrics", help="JSON (default: the section's metrics)")
+    sp.set_defaults(func=cmd_calibrate)
+
     sp = sub.add_parser("train", help="train one run of the comparison (scenario x variant x seed)")
     sp.add_argument("--scenario", choices=["images", "audio"], required=True)
     sp.add_argument("--variant", choices=["nosynth", "synth", "narrow"], required=True)
@@ -474,9 +557,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("report", help="the run's report: markdown + self-contained HTML + PNGs")
     sp.add_argument("--out", help="output directory (default reports/report)")
+    sp.add_argument("--readme", metavar="FILE", help="instead: regenerate FILE's results section (between its "
+                    "results markers) from the run's metrics files, e.g. --readme README.md")
     sp.set_defaults(func=cmd_report)
 
-    sp = sub.add_parser("models", help="the model registry: parameters and FLOPs per model")
+    sp = sub.add_parser("models", help="the model registry: parameters, MACs and FLOPs (2 per MAC) per model")
     sp.add_argument("--input", default="1,28,28", help="input shape C,H,W (default 1,28,28)")
     sp.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
     sp.set_defaults(func=cmd_models)

@@ -4,7 +4,9 @@ Every stage reads its own section. The whole file is checked against :data:`SCHE
 whenever any section is loaded, so a typo anywhere is reported at once, as one
 line naming the key: ``params.yaml: split_images.dev_fractoin: unknown key (did you
 mean dev_fraction?)``. Missing keys take the defaults below; the defaults are also
-what ``shiftlab params --defaults`` prints.
+what ``shiftlab params --defaults`` prints. A section written with nothing under it
+(``train_images:`` alone, usually a half-deleted block) also takes the defaults, with
+one warning line on stderr.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -208,12 +211,31 @@ SCHEMA: dict[str, Any] = {
             "defocus_sigma": Range([0.3, 0.9], 0.0, 20.0),
             "photons": Range([150.0, 600.0], 0.001, 1e9),
             "read_noise": Range([0.5, 2.0], 0.0, 255.0),
+            # which generator makes the target frames: shiftlab (the keys above, synth/frames.py) or
+            # imagemagick (the block below, shiftlab.datasets.videotarget: no code shared with synth/)
+            "generator": Str("shiftlab", ["shiftlab", "imagemagick"]),
+            "imagemagick": {
+                "severity": List(Int(None, 1, 5), [1], 1),
+                "angle": Range([-45.0, 45.0], -360.0, 360.0),
+                "noise": {
+                    "photons": Range([200.0, 1000.0], 0.001, 1e9),
+                    "read_noise": Range([0.5, 2.0], 0.0, 255.0),
+                },
+                "codec": Str("h264", ["h264", "jpeg", "none"]),
+                "crf": Range([18, 28], 0, 51, integer=True),
+                "preset": Str("medium", ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                                         "slower", "veryslow", "placebo"]),
+                "quality": Range([30, 70], 1, 95, integer=True),
+            },
         },
     },
     "prepare_speech": {
         "seed": Int(0, 0),
         "sampling_rate": Int(16000, 4000, 96000),
         "clip_seconds": Float(1.0, 0.1, 30.0),
+        # clips quieter (RMS, dBFS) or shorter (s) than these are refused as not speech
+        "silence_db": Float(-60.0, -150.0, 0.0),
+        "min_seconds": Float(0.05, 0.0, 30.0),
         "vocabulary": Any_("pace_notes", "a preset name (pace_notes, digits) or a list of words"),
         "source": Str("tts", ["tts", "folder"]),
         "target": Str("real", ["real", "folder"]),
@@ -255,6 +277,7 @@ SCHEMA: dict[str, Any] = {
         "trigger_rally_zip": Str("/usr/share/games/trigger-rally/data.zip"),
         "dustracing2d_dir": Str("/usr/share/games/dustracing2d/sounds"),
         "opensfx_cat": Str("/usr/share/games/openttd/baseset/opensfx/opensfx.cat"),
+        "torcs_dir": Str("/usr/share/games/torcs/data/sound"),  # torcs-data: recordings torcs/<name>
     },
 }
 
@@ -330,6 +353,18 @@ def defaults(schema=None) -> dict:
     return out
 
 
+_WARNED_EMPTY: set = set()
+
+
+def _warn_empty(file: str, name: str) -> None:
+    """One warning line (once per file and section) for a section written with nothing under it."""
+    if (file, name) in _WARNED_EMPTY:
+        return
+    _WARNED_EMPTY.add((file, name))
+    print(f"shiftlab: warning: {file}: {name}: empty section, every key takes its default "
+          f"(a half-deleted block? delete the line or fill it in)", file=sys.stderr)
+
+
 def _validate(node: dict, schema: dict, where: str, file: str) -> dict:
     if not isinstance(node, dict):
         raise ShiftlabError(f"{file}: {where}: must be a mapping of keys, got {node!r}")
@@ -341,6 +376,8 @@ def _validate(node: dict, schema: dict, where: str, file: str) -> dict:
             extra = f" (did you mean {hint[0]}?)" if hint else ""
             raise ShiftlabError(f"{file}: {name}: unknown key{extra}")
         spec = schema[key]
+        if value is None and isinstance(spec, (dict, ModuleSection)):
+            _warn_empty(file, name)
         if isinstance(spec, ModuleSection):
             try:
                 out[key] = _plain(spec.validate(value, name))
@@ -486,6 +523,37 @@ SCHEMA["synth_mix_narrow"] = ModuleSection("shiftlab.mixing.mix", "check_cfg", "
 #: diversity checks (both the default and the narrow synthesis are checked with the same gates)
 SCHEMA["check_images"] = ModuleSection("shiftlab.synth.diversity", "check_cfg", key="check_images")
 SCHEMA["check_audio"] = ModuleSection("shiftlab.mixing.diversity", "check_cfg", key="check_audio")
+
+
+def _lazy(module: str, func: str, default, describe: str) -> Spec:
+    """A leaf checked by ``module.func(value)`` (imported on first use; raises ValueError(reason))."""
+
+    def check(v):
+        import importlib
+
+        return getattr(importlib.import_module(module), func)(v)
+
+    return Spec(default, check, describe, nullable=True)
+
+
+#: shiftlab calibrate blur (shiftlab.synth.calibrate): candidate kernel ranges scored against the target rows
+#: of train with check_images' realism metrics and gates. grid / candidates / check replace their defaults whole.
+SCHEMA["calibrate_blur"] = {
+    "seed": Int(0, 0),
+    "base": Str("synth_blur", [k for k in SCHEMA if k.startswith("synth_blur")]),
+    "source_rows": Int(1000, 20),
+    "target_rows": Int(1000, 10),
+    "grid": _lazy("shiftlab.synth.calibrate", "check_grid",
+                  {"linear.length": [[2.0, 7.0], [3.0, 11.0], [3.0, 15.0]],
+                   "shake.max_length": [[3.0, 12.0], [5.0, 18.0], [5.0, 25.0]]},
+                  "a mapping of kernel keys (e.g. linear.length) to lists of values"),
+    "candidates": _lazy("shiftlab.synth.calibrate", "check_candidates", [], "a list of partial kernel mappings"),
+    "criterion": Str("domain_auc", ["domain_auc", "frechet"]),
+    "check": _lazy("shiftlab.synth.calibrate", "check_overrides", {}, "a mapping of check_images keys"),
+    "report": Str("reports/calibrate_blur.md"),
+    "plot": Str("reports/calibrate_blur.png"),
+    "metrics": Str("metrics/calibrate_blur.json"),
+}
 #: the comparison matrix: dvc.yaml's train stages run every variant x seed
 SCHEMA["experiment"] = {
     "variants": List(Str("nosynth", choices=["nosynth", "synth", "narrow"]), ["nosynth", "synth", "narrow"], 1),

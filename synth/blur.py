@@ -20,8 +20,10 @@ Kernels
     Row (p, c) is blurred with ``kernels.sample(seeding.sample_rng(seed, p, "blur", c),
     cfg["kernels"])``; its recipe stores the kernel record and that per-row seed
     (``seeding.sample_seed(seed, p, "blur", c)``), so :func:`regenerate` rebuilds the
-    pixels from the recipe and the parent image alone. Kernel sampling and rendering (the
-    slow part: a Python loop per camera-shake path) runs in ``workers`` processes.
+    pixels from the recipe and the parent image alone. Kernels are sampled and rendered
+    :data:`_CHUNK` rows at a time (:func:`kernels.sample_batch`, :func:`kernels.render_batch`:
+    the per-row path's records and float32 kernels, bit for bit), in ``workers`` processes
+    for large stages.
 
 Determinism
     Every image is blurred by :func:`apply_kernels`, which groups a batch by the exact
@@ -50,7 +52,6 @@ import json
 import math
 import multiprocessing
 import os
-from itertools import islice
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -94,9 +95,10 @@ NARROW: dict[str, Any] = {
 
 PURPOSE = "blur"
 _KEY = "synth_blur"
-_CHUNK = 256  # kernels per worker task
-_POOL_MIN = 4096  # workers=0 (auto) uses processes from this many kernels on
+_CHUNK = 2048  # kernels per worker task (generated as one batch)
+_POOL_MIN = 16384  # workers=0 (auto) uses processes from this many kernels on
 _PROGRESS_MIN = 200
+_STACK_MAX = 65  # kernels up to this side go to apply_kernels as one (N, k, k) stack
 
 
 # --------------------------------------------------------------------------- config
@@ -184,21 +186,55 @@ def map_ordered(fn: Callable, tasks: Sequence, workers: int) -> Iterator:
         yield from pool.imap(fn, tasks)
 
 
-def _sample_chunk(task) -> list[tuple[int, dict, np.ndarray]]:
-    """Worker: (seed, [(p, c), ...], kernel cfg, purpose) -> [(row seed, record, kernel array)]."""
+def _sample_chunk(task) -> tuple[np.ndarray, list[dict], list[np.ndarray]]:
+    """Worker: (seed, [(p, c), ...], kernel cfg, purpose) -> (row seeds, records, kernel arrays).
+
+    The whole chunk at once (:func:`kernels.sample_batch`, :func:`kernels.render_batch`): the
+    same seeds, records and float32 kernels, bit for bit, as ``seeding.sample_seed(seed, p,
+    purpose, c)`` and ``kernels.sample(default_rng(row seed), cfg).render()`` row by row."""
     seed, keys, kcfg, purpose = task
-    out = []
-    for p, c in keys:
-        s = seeding.sample_seed(seed, int(p), purpose, int(c))
-        k = kernels.sample(np.random.default_rng(s), kcfg)
-        out.append((s, k.to_record(), k.render()))
-    return out
+    if not len(keys):
+        return np.zeros(0, np.int64), [], []
+    pc = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+    seeds = kernels.sample_seeds(seed, pc[:, 0], purpose, pc[:, 1])
+    kb = kernels.sample_batch(seeds, kcfg)
+    return seeds, kb.records(), kernels.render_batch(kb)
 
 
 def _kernel_stream(seed: int, keys: Sequence[tuple[int, int]], kcfg, purpose: str, workers: int) -> Iterator:
+    """Blocks ``(row seeds, records, kernel arrays)`` of up to :data:`_CHUNK` rows, in row order."""
     tasks = [(seed, list(keys[i : i + _CHUNK]), kcfg, purpose) for i in range(0, len(keys), _CHUNK)]
-    for chunk in map_ordered(_sample_chunk, tasks, _workers(workers, len(keys))):
-        yield from chunk
+    yield from map_ordered(_sample_chunk, tasks, _workers(workers, len(keys)))
+
+
+class _Rows:
+    """The next ``n`` rows of a block stream (:func:`_kernel_stream`), across block boundaries."""
+
+    def __init__(self, blocks: Iterator):
+        self.blocks = blocks
+        self.cur: tuple = (np.zeros(0, np.int64), [], [])
+        self.pos = 0
+
+    def take(self, n: int) -> tuple[list[int], list[dict], list[np.ndarray]]:
+        seeds: list[int] = []
+        recs: list[dict] = []
+        arrs: list[np.ndarray] = []
+        while len(recs) < n:
+            s, r, a = self.cur
+            if self.pos >= len(r):
+                self.cur, self.pos = next(self.blocks), 0
+                continue
+            j = min(len(r), self.pos + n - len(recs))
+            seeds.extend(s[self.pos : j].tolist())
+            recs.extend(r[self.pos : j])
+            arrs.extend(a[self.pos : j])
+            self.pos = j
+        return seeds, recs, arrs
+
+    def close(self) -> None:
+        close = getattr(self.blocks, "close", None)
+        if close is not None:
+            close()
 
 
 # --------------------------------------------------------------------------- applying kernels
@@ -215,7 +251,8 @@ def _crop_support(k: np.ndarray) -> np.ndarray:
 def apply_kernels(images, kernel_list: Sequence) -> Any:
     """Blur image ``i`` of a torch ``(N, C, H, W)`` batch with ``kernel_list[i]``, batch-independently.
 
-    ``kernel_list`` items: :class:`kernels.Kernel` objects, records or 2-D odd arrays. The
+    ``kernel_list`` items: :class:`kernels.Kernel` objects, records or 2-D odd arrays; or one
+    ``(N, k, k)`` array (e.g. :func:`kernels.stack_batch`), the same pixels. The
     images are grouped by the exact support of their kernel (its smallest centred odd
     rectangle) and each group goes through :func:`apply.blur_batch` with a method chosen
     from the support alone (FFT from ``apply.FFT_MIN_TAPS["cpu"]`` taps on, on every device),
@@ -234,6 +271,8 @@ def apply_kernels(images, kernel_list: Sequence) -> Any:
         raise ShiftlabError(f"apply_kernels: {len(kernel_list)} kernels for {n} images")
     if n == 0:
         return images.clone()
+    if isinstance(kernel_list, np.ndarray) and kernel_list.ndim == 3 and kernel_list.dtype != object:
+        return _apply_stack(images, kernel_list)
     arrs = [_crop_support(apply.kernel_array(k, name=f"kernels[{i}]")) for i, k in enumerate(kernel_list)]
     groups: dict[tuple[int, int], list[int]] = {}
     for i, a in enumerate(arrs):
@@ -250,6 +289,39 @@ def apply_kernels(images, kernel_list: Sequence) -> Any:
         it = torch.as_tensor(idx, dtype=torch.long, device=images.device)
         y = apply.blur_batch(images.index_select(0, it), np.stack([arrs[i] for i in idx]), method=method)
         out.index_copy_(0, it, y)
+    return out
+
+
+def _apply_stack(images, stack: np.ndarray):
+    """:func:`apply_kernels` for an ``(N, k, k)`` kernel array: the same groups (exact support,
+    ascending) and the same :func:`apply.blur_batch` calls, without per-kernel Python."""
+    import torch
+
+    from shiftlab.synth import apply
+
+    k = np.asarray(stack, dtype=np.float32)
+    if k.shape[1] % 2 == 0 or k.shape[2] % 2 == 0:
+        raise ShiftlabError(f"apply_kernels: kernel sides must be odd, got shape {k.shape[1:]}")
+    if not np.isfinite(k).all():
+        raise ShiftlabError("apply_kernels: kernels have non-finite values")
+    rh, rw = apply._supports(k)
+    ch, cw = k.shape[1] // 2, k.shape[2] // 2
+    key = rh * 4096 + rw
+    uniq, inv = np.unique(key, return_inverse=True)
+    fft_min = apply.FFT_MIN_TAPS["cpu"]
+
+    def call(x, sel, h, w):
+        crop = np.ascontiguousarray(k[sel, ch - h : ch + h + 1, cw - w : cw + w + 1])
+        method = "fft" if (2 * h + 1) * (2 * w + 1) >= fft_min else "direct"
+        return apply.blur_batch(x, crop, method=method)
+
+    if len(uniq) == 1:
+        return call(images, slice(None), int(rh[0]), int(rw[0]))
+    out = torch.empty_like(images)
+    for g, u in enumerate(uniq.tolist()):  # ascending (2h + 1, 2w + 1), as sorted(shapes)
+        idx = np.flatnonzero(inv.reshape(-1) == g)
+        it = torch.as_tensor(idx, dtype=torch.long, device=images.device)
+        out.index_copy_(0, it, call(images.index_select(0, it), idx, u // 4096, u % 4096))
     return out
 
 
@@ -377,18 +449,19 @@ def make_synthetic(splits, cfg: Mapping[str, Any] | None = None, device: str = "
     n = len(keys)
     images = np.empty((n, ch, h, w), dtype=np.uint8)
     recipes: list[str] = []
-    stream = _kernel_stream(seed, keys, c["kernels"], PURPOSE, c["workers"])
+    stream = _Rows(_kernel_stream(seed, keys, c["kernels"], PURPOSE, c["workers"]))
     bar = tqdm(total=n, desc="synth blur", unit="img", disable=not progress or n < _PROGRESS_MIN)
     try:
         for start in range(0, n, bs):
             batch = keys[start : start + bs]
-            ks = list(islice(stream, len(batch)))
+            seeds_b, recs_b, arrs_b = stream.take(len(batch))
             pos = np.array([p for p, _ in batch], dtype=np.int64)
             x = _read_rows(splits, el["split"][pos], el["row"][pos])
             xt = torch.from_numpy(x).to(dev)
-            y = apply_kernels(xt, [a for _, _, a in ks])
+            big = max(a.shape[0] for a in arrs_b) > _STACK_MAX  # a stack of huge kernels: memory
+            y = apply_kernels(xt, arrs_b if big else kernels.stack_batch(arrs_b))
             images[start : start + len(batch)] = y.cpu().numpy()
-            for (p, k), (s, rec, _) in zip(batch, ks):
+            for (p, k), s, rec in zip(batch, seeds_b, recs_b):
                 recipes.append(
                     store.recipe(stage=_KEY, kernel=rec, family=rec["family"], seed=int(s), index=p, copy=k,
                                  parent=str(el["id"][p]))

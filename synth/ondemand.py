@@ -17,6 +17,8 @@ record of (i, e) -- the same JSON fields as a ``synth blur`` row's recipe (``ker
 ``family``, ``seed``) -- and :func:`shiftlab.synth.blur.regenerate` rebuilds the pixels from
 it. The result depends only on (seed, i, e), never on the batch composition, the device
 (up to one grey level at rounding ties on CUDA) or the number of data-loader workers.
+A batch's kernels are drawn and rendered together (:meth:`OnTheFlyBlur.kernels`, numpy on the
+CPU, the per-row path's kernels bit for bit) and applied on the images' device.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from shiftlab.synth import kernels
 __all__ = ["OnTheFlyBlur", "BlurredDataset"]
 
 PURPOSE = "onthefly_blur"
+#: kernels up to this side are applied as one (N, k, k) stack, larger ones as a list (memory)
+_STACK_MAX = 65
 
 
 class OnTheFlyBlur:
@@ -81,16 +85,43 @@ class OnTheFlyBlur:
         idx = np.asarray(sample_index.cpu() if isinstance(sample_index, torch.Tensor) else sample_index).reshape(-1)
         if len(idx) != images.shape[0]:
             raise ShiftlabError(f"OnTheFlyBlur: {len(idx)} sample indices for {images.shape[0]} images")
-        ks = [self.draw(int(i), epoch)[1] for i in idx]
-        todo = [j for j, k in enumerate(ks) if k is not None]
-        if not todo:
+        todo, arrays = self._draw_batch(idx, epoch)
+        if not len(todo):
             return images.clone()
-        if len(todo) == len(ks):
-            return apply_kernels(images, [k.render() for k in ks])
+        ks = kernels.stack_batch(arrays) if max(a.shape[0] for a in arrays) <= _STACK_MAX else arrays
+        if len(todo) == len(idx):
+            return apply_kernels(images, ks)
         out = images.clone()
         sel = torch.as_tensor(todo, dtype=torch.long, device=images.device)
-        out.index_copy_(0, sel, apply_kernels(images.index_select(0, sel), [ks[j].render() for j in todo]))
+        out.index_copy_(0, sel, apply_kernels(images.index_select(0, sel), ks))
         return out
+
+    def kernels(self, sample_index: Sequence[int], epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The kernels of a batch at once: (positions of the samples that are blurred, their
+        kernels as one float32 ``(n, k, k)`` stack).
+
+        Batched (:func:`kernels.sample_seeds`, :func:`kernels.sample_batch`,
+        :func:`kernels.render_batch`), and equal bit for bit to ``self.draw(i, epoch)[1].render()``
+        sample by sample (the per-row recipe path; tested).
+        """
+        todo, arrays = self._draw_batch(sample_index, epoch)
+        return todo, (kernels.stack_batch(arrays) if len(todo) else np.zeros((0, 1, 1), np.float32))
+
+    def _draw_batch(self, sample_index, epoch: int) -> tuple[np.ndarray, list]:
+        idx = np.asarray(sample_index, dtype=np.int64).reshape(-1)
+        if isinstance(epoch, bool) or int(epoch) < 0 or (len(idx) and idx.min() < 0):
+            raise ShiftlabError("OnTheFlyBlur: epoch and sample indices must be non-negative integers")
+        seeds = kernels.sample_seeds(self.seed, idx, PURPOSE, int(epoch))
+        skip = 0
+        todo = np.arange(len(idx))
+        if self.p < 1.0:  # draw() first tests rng.random() >= p (left sharp)
+            u0 = kernels.raw_to_double(kernels.pcg64_raw(seeds.astype(np.uint64), 1))[:, 0]
+            todo = np.flatnonzero(u0 < self.p)
+            skip = 1
+        if not len(todo):
+            return todo, []
+        kb = kernels.sample_batch(seeds[todo], self.kernels_cfg, skip=skip)
+        return todo, kernels.render_batch(kb)
 
 
 class BlurredDataset:

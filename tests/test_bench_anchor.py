@@ -112,6 +112,13 @@ def test_presets_validate_and_meet_the_brief():
     assert anchor.TARGETS == {"cpu": 0.08, "gpu": 0.055}
 
 
+def test_target_met_only_when_the_whole_interval_is_below():
+    assert anchor.target_verdict(0.0715, 0.0819, 0.08) == "inconclusive"  # the README's cpu run: not met
+    assert anchor.target_verdict(0.070, 0.080, 0.08) == "met"  # upper end at the target: met
+    assert anchor.target_verdict(0.081, 0.090, 0.08) == "missed"
+    assert anchor.target_verdict(0.080, 0.090, 0.08) == "inconclusive"
+
+
 def test_one_epoch_cpu_preset_writes_the_json(tmp_path):
     out = tmp_path / "anchor.json"
     cfg = {"train_rows": 300, "dev_rows": 100, "train_dev_rows": 50, "test_rows": 100, "bootstrap": 200,
@@ -127,6 +134,8 @@ def test_one_epoch_cpu_preset_writes_the_json(tmp_path):
     assert doc["train_config"]["epochs"] == 1 and len(doc["history"]) == 1 and doc["best_epoch"] == 1
     lo, hi = doc["test_error_ci"]
     assert 0.0 <= lo <= doc["test_error"] <= hi <= 1.0
+    assert doc["target_verdict"] == anchor.target_verdict(lo, hi, 0.08)
+    assert doc["meets_target"] == (hi <= 0.08)
     assert doc["errors"]["test"] == doc["test_error"]
     assert doc["errors"]["dev"] == pytest.approx(doc["best_dev_error"])
     assert doc["threads"] >= 1 and set(doc["seconds"]) == {"data", "train", "predict", "total"}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -41,7 +44,17 @@ def test_record_json_round_trip():
 
 
 def test_sample_car_is_a_function_of_the_seed():
-    assert cars.sample_car(3) == cars.sample_car(3)
+    # the same car after disturbing the global RNGs, and in a fresh process with another hash seed
+    np.random.seed(1)
+    car = cars.sample_car(3)
+    np.random.seed(2)
+    np.random.random(5)
+    assert cars.sample_car(3) == car
+    code = ("import random, numpy as np; random.seed(7); np.random.seed(7); "
+            "from shiftlab.mixing import cars; print(cars.sample_car(3).to_json())")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONHASHSEED="4321"),
+                         capture_output=True, text=True, check=True).stdout
+    assert cars.from_record(out.strip()) == car
     assert cars.sample_car(3) != cars.sample_car(4)
     g = np.random.default_rng(3)
     assert cars.sample_car(g) == cars.sample_car(3)
@@ -179,5 +192,6 @@ def test_plot_spectrograms(tmp_path):
     out = cars.plot_spectrograms([cars.sample_car(0), cars.sample_car(1)], tmp_path / "cars.png", seconds=1.0)
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    with pytest.raises(ShiftlabError):
+    with pytest.raises(ShiftlabError, match=r"^plot_spectrograms: no cars given$"):
         cars.plot_spectrograms([], tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()

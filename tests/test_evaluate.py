@@ -240,7 +240,9 @@ def test_breakdowns_and_confusion_matrices():
 def test_probs_are_optional_but_checked():
     d = split(0.1, 50)
     d["probs"] = np.full((50, K), 1.0 / K)
-    ev.evaluate({"dev": d}, NAMES)
+    with_probs = ev.evaluate({"dev": d}, NAMES)["splits"]["dev"]  # accepted, and the errors come from pred alone
+    without = ev.evaluate({"dev": {k: v for k, v in d.items() if k != "probs"}}, NAMES)["splits"]["dev"]
+    assert with_probs["errors"] == 5 and with_probs["error"] == pytest.approx(0.1) and with_probs == without
     d["probs"] = np.full((50, K + 1), 1.0 / K)
     with pytest.raises(ShiftlabError, match=r"predictions\.dev\.probs: shape"):
         ev.evaluate({"dev": d}, NAMES)
@@ -352,32 +354,37 @@ def _fixed_subset(n_base, n_fixed, seeds=(0, 1, 2), n=1000):
 
 def test_compare_helps_with_pairing():
     # 10% -> 8% on 1000 rows: an unpaired test could not tell (SE ~1.3 pts), the paired one can
-    c = ev.compare(_fixed_subset(100, 20))
+    c = ev.compare(_fixed_subset(100, 20), split="dev")
     assert c["verdict"] == "helps"
     assert c["difference"]["value"] == pytest.approx(-0.02)
     assert c["difference"]["high"] < 0
-    assert c["variants"]["nosynth"]["error"] == pytest.approx(0.10)
-    assert c["variants"]["synth"]["n_seeds"] == 3 and c["paired_by"] == "id"
-    assert "synth helps" in c["text"]
-    md = ev.compare_markdown(c)
-    assert "**helps**" in md and "hierarchical" in md
-    assert ev.compare_metrics(c)["difference"] == pytest.approx(-0.02)
+    assert c["n_seeds"] == 3 and c["seeds"] == ["0", "1", "2"]
+    assert c["per_seed"] == {"0": pytest.approx(-0.02), "1": pytest.approx(-0.02), "2": pytest.approx(-0.02)}
+    assert ": helps" in c["text"] and "MDE" in c["text"]
+    assert 0 <= c["mde"] < 0.02 and c["p_value"] < 0.05
+    m = ev.compare_metrics(c)
+    assert m["difference"] == pytest.approx(-0.02) and m["verdict"] == "helps"
+    v = ev.variant_error(_fixed_subset(100, 20)["nosynth"], split="dev")
+    assert v["error"] == pytest.approx(0.10) and v["n_seeds"] == 3
     # one seed: an unpaired CI (SE ~1.3 pts) would contain 0; paired rows keep it below 0
-    one = ev.compare(_fixed_subset(100, 20, seeds=(0,)))
+    one = ev.compare(_fixed_subset(100, 20, seeds=(0,)), split="dev")
     assert one["verdict"] == "helps" and one["difference"]["high"] < -0.005
+    assert any("one seed" in n for n in one["notes"])
 
 
-def test_compare_hurts_and_no_effect():
+def test_compare_hurts_and_inconclusive():
     runs = _fixed_subset(100, 20)
-    hurts = ev.compare({"nosynth": runs["synth"], "synth": runs["nosynth"]})
+    hurts = ev.compare({"nosynth": runs["synth"], "synth": runs["nosynth"]}, split="dev")
     assert hurts["verdict"] == "hurts" and hurts["difference"]["low"] > 0
-    # same number of errors on different rows: no measurable effect
+    # same number of errors on different rows: no detectable difference, and too few rows to call it equivalent
     same = {"nosynth": {0: _run(np.arange(100))}, "synth": {0: _run(np.arange(500, 600))}}
-    c = ev.compare(same)
+    c = ev.compare(same, split="dev")
     assert c["difference"]["value"] == 0.0
     assert c["difference"]["low"] < 0 < c["difference"]["high"]
-    assert c["verdict"] == "no measurable effect"
-    assert any("one seed" in n for n in c["notes"])
+    assert c["verdict"] == "inconclusive" and c["mde"] > 0.01
+    # the same models on every row: identical predictions -> exactly equivalent
+    eq = ev.compare({"nosynth": runs["nosynth"], "synth": runs["nosynth"]}, split="dev")
+    assert eq["difference"]["value"] == 0.0 and eq["verdict"] == "equivalent"
 
 
 def test_compare_ci_includes_seed_spread():
@@ -386,35 +393,44 @@ def test_compare_ci_includes_seed_spread():
               "synth": {0: _run(np.arange(360), n), 1: _run(np.arange(360), n)}}
     noisy = {"nosynth": {0: _run(np.arange(200), n), 1: _run(np.arange(600), n)},
              "synth": {0: _run(np.arange(360), n), 1: _run(np.arange(360), n)}}
-    a, b = ev.compare(steady), ev.compare(noisy)
+    a, b = ev.compare(steady, split="dev"), ev.compare(noisy, split="dev")
     assert a["difference"]["value"] == pytest.approx(b["difference"]["value"]) == pytest.approx(-0.02)
     assert a["verdict"] == "helps"
-    assert b["verdict"] == "no measurable effect"  # 10% vs 30% over seeds swamps -2 points
-    assert b["variants"]["nosynth"]["seed_sd"] > 0.1
+    assert b["verdict"] == "inconclusive"  # 10% vs 30% over seeds swamps -2 points
+    assert b["difference"]["seed_se"] > 0.05
+    assert ev.variant_error(noisy["nosynth"], split="dev")["seed_sd"] > 0.1
 
 
 def test_compare_pairs_by_id_and_checks_rows():
     runs = _fixed_subset(100, 20, seeds=(0,))
     shuffled = {k: np.asarray(v)[::-1] for k, v in runs["synth"][0]["dev"].items()}
     runs2 = {"nosynth": runs["nosynth"], "synth": {0: {"dev": shuffled, "label_names": NAMES}}}
-    a, b = ev.compare(runs), ev.compare(runs2)
+    a, b = ev.compare(runs, split="dev"), ev.compare(runs2, split="dev")
     assert a["difference"] == b["difference"]
     other = _run(np.arange(10))
     other["dev"]["id"] = np.array([f"x{i}" for i in range(1000)])
     with pytest.raises(ShiftlabError, match="not the same row ids"):
-        ev.compare({"nosynth": runs["nosynth"], "synth": {0: other}})
+        ev.compare({"nosynth": runs["nosynth"], "synth": {0: other}}, split="dev")
     with pytest.raises(ShiftlabError, match="no variant 'synth'"):
-        ev.compare({"nosynth": runs["nosynth"], "blur": runs["synth"]})
-    c = ev.compare({"base": runs["nosynth"], "blur": runs["synth"]}, baseline="base", treatment="blur")
+        ev.compare({"nosynth": runs["nosynth"], "blur": runs["synth"]}, split="dev")
+    with pytest.raises(ShiftlabError, match="share no seed"):
+        ev.compare({"nosynth": runs["nosynth"], "synth": {5: runs["synth"][0]}}, split="dev")
+    c = ev.compare({"base": runs["nosynth"], "blur": runs["synth"]}, baseline="base", treatment="blur", split="dev")
     assert c["verdict"] == "helps"
 
 
-def test_compare_uses_speaker_groups_like_evaluate():
+def test_compare_uses_speaker_groups_and_min_groups():
     g = np.repeat([f"spk{i}" for i in range(10)], 100)
     runs = {"nosynth": {0: _run(np.arange(0, 1000, 10), group=g)}, "synth": {0: _run(np.arange(0, 1000, 20), group=g)}}
-    c = ev.compare(runs)
-    assert c["method"] == "groups" and c["groups"] == 10
+    c = ev.compare(runs, split="dev")
+    assert c["unit"] == "groups" and c["groups"] == 10
     assert c["verdict"] == "helps"
+    # fewer groups than evaluate.min_groups: no verdict, whatever the rows say
+    g3 = np.repeat(["a", "b", "c"], [300, 300, 400])
+    few = {"nosynth": {0: _run(np.arange(0, 1000, 10), group=g3)}, "synth": {0: _run(np.arange(0, 1000, 20), group=g3)}}
+    f = ev.compare(few, split="dev")
+    assert f["verdict"] == "inconclusive" and "too few groups (3 < evaluate.min_groups 5)" in f["reason"]
+    assert "too few groups" in f["text"]
 
 
 # --------------------------------------------------------------------------- bad input
@@ -431,6 +447,10 @@ def test_compare_uses_speaker_groups_like_evaluate():
         ({"min_groups": 1}, r"^evaluate\.min_groups: must be an integer >= 2"),
         ({"dominant_share": 0}, r"^evaluate\.dominant_share: must be a number in \(0, 1\]"),
         ({"seed": True}, r"^evaluate\.seed: must be an integer >= 0"),
+        ({"power": 1.0}, r"^evaluate\.power: must be a number in \(0\.5, 1\)"),
+        ({"fit_max_chance_share": 0}, r"^evaluate\.fit_max_chance_share: must be a number in \(0, 1\]"),
+        ({"optimal_error": {"images": 1.5}}, r"^evaluate\.optimal_error\.images: must be a number"),
+        ({"optimal_error_proxy": 3}, r"^evaluate\.optimal_error_proxy: must be a text"),
         ([1, 2], r"^evaluate: must be a mapping"),
     ],
 )

@@ -168,6 +168,28 @@ def test_nonlocal_block_identity_at_init():
     assert not torch.allclose(block(x), x)
 
 
+def test_nonlocal_attention_starts_near_uniform():
+    """Reference init (N(0, 0.01) 1x1 convs) + scaled products: the softmax is not saturated at init."""
+    model = make("nonlocal_resnet")
+    blocks = [m for m in model.modules() if isinstance(m, att.NonLocalBlock)]
+    seen = []
+    for b in blocks:
+        assert b.scale == pytest.approx(b.inter_channels ** -0.5)
+        for conv in (b.theta, b.phi, b.g, b.out):
+            assert conv.weight.std().item() == pytest.approx(0.01, rel=0.2) and (conv.bias == 0).all()
+        b.register_forward_hook(lambda m, inp, out: seen.append(m.attention(inp[0])))
+    model.train()
+    model(_x((8, 1, 28, 28)))
+    assert len(seen) == 2
+    for w in seen:
+        uniform = 1.0 / w.shape[-1]
+        torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+        assert w.max().item() < 2 * uniform  # Kaiming theta/phi, unscaled: ~0.9, i.e. 15-45x uniform
+    # the same seed gives the same block weights (they come from the model's generator)
+    again = [m for m in make("nonlocal_resnet").modules() if isinstance(m, att.NonLocalBlock)]
+    assert all(torch.equal(a.theta.weight, b.theta.weight) for a, b in zip(blocks, again))
+
+
 def test_nonlocal_without_subsampling_and_scaling():
     block = att.NonLocalBlock(6, inter_channels=3, subsample=False, scaled=True)
     nn.init.ones_(block.bn.weight)
@@ -254,9 +276,25 @@ def test_summary_flops_scale_with_area():
 def test_table_lists_every_model():
     text = models.table((1, 28, 28))
     lines = text.splitlines()
-    assert len(lines) == 3 + len(ALL)
+    assert len(lines) == 4 + len(ALL)
     for name in ALL:
         assert any(line.startswith(name + " ") for line in lines)
+    # it says what it counts: the input every model is built for, and MACs vs FLOPs
+    assert lines[0].startswith("every model built for input 1x28x28 and 10 classes")
+    assert "MACs = multiply-adds" in lines[1] and "FLOPs = 2 x MACs" in lines[1]
+    assert lines[2].split()[:5] == ["model", "params", "MACs", "FLOPs", "output"]
+    row = next(line for line in lines if line.startswith("attention56 ")).split()
+    s = models.summary("attention56", (1, 28, 28), 10)
+    assert row[2:4] == [models._si(s["macs"]), models._si(s["flops"])] and s["flops"] == 2 * s["macs"]
+
+
+def test_attention56_at_the_paper_input_matches_its_table():
+    """Paper Table (Wang et al. 2017): Attention-56 31.9 M params, 6.3 G "FLOPs" (multiply-adds)."""
+    s = models.summary("attention56", (3, 224, 224), 1000)
+    assert s["params"] == pytest.approx(31.9e6, rel=0.01)
+    assert s["macs"] == pytest.approx(6.3e9, rel=0.01)
+    line = next(x for x in models.table((3, 224, 224), 1000).splitlines() if x.startswith("attention56 "))
+    assert line.split()[1:4] == ["31.81M", "6.27G", "12.54G"]
 
 
 @pytest.mark.parametrize("name", ALL)

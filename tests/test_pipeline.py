@@ -9,6 +9,7 @@ metrics `dvc exp show` / `dvc metrics diff` report.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -144,14 +145,20 @@ def test_repro_builds_every_output(project):
                 m = json.loads((work / f"metrics/train/{sc}_{var}_s{seed}.json").read_text())
                 assert m["epochs"] == 1 and 0.0 <= m["error"]["dev"] <= 1.0
         res = json.loads((work / f"eval/{sc}/results.json").read_text())
-        assert set(res["runs"]) == {"nosynth", "synth", "narrow"} and set(res["compare"]) == {"synth", "narrow", "narrow_vs_synth"}
-        for treat, c in res["compare"].items():
-            assert c["verdict"] in ("helps", "no measurable effect", "hurts")
+        assert set(res["runs"]) == {"nosynth", "synth", "narrow"} and res["primary_split"] == "test"
+        assert set(res["compare"]) == {"test", "dev"}
+        for sp in ("test", "dev"):
+            assert set(res["compare"][sp]) == {"synth", "narrow", "narrow_vs_synth"}
+            for treat, c in res["compare"][sp].items():
+                assert c["verdict"] in ("helps", "hurts", "equivalent", "inconclusive")
+                assert c["mde"] >= 0 and c["holm"]["of"] == 3 and c["n_seeds"] == 2
         flat = json.loads((work / f"metrics/evaluate_{sc}.json").read_text())
-        assert "compare/synth/difference" in flat or any(k.startswith("compare/synth/") for k in flat)
+        assert {"compare/test/synth/difference", "compare/test/synth/mde", "compare/test/synth/verdict",
+                "compare/dev/narrow_vs_synth/difference"} <= set(flat)
     md = (work / "reports/report/report.md").read_text()
     html = (work / "reports/report/report.html").read_text()
-    assert "helps" in md or "no measurable effect" in md or "hurts" in md
+    assert "Does the synthesis help? (verdicts on test)" in md and "MDE" in md and "Holm level" in md
+    assert "no measurable effect" not in md
     assert "data:image/png;base64," in html
 
 
@@ -181,8 +188,17 @@ def test_experiment_run_show_and_diff(project):
     """`dvc exp run -S` reruns what the override touches; exp show / metrics diff report it."""
     work, run, _ = project
     r = run(sys.executable, "-m", "dvc", "exp", "run", "-S", "split_images.beta_source=balanced", "-n", "balanced")
-    assert "Running stage 'train_synth@run0-0'" in r.stdout or "train_synth@run0-0" in r.stdout, r.stdout
-    assert "prepare_speech" not in r.stdout.split("Running stage")[-1] or "skipping" in r.stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", r.stdout))
+    skipped = set(re.findall(r"Stage '([^']+)' didn't change, skipping", r.stdout))
+    # the override reaches the image splits and every image run after them ...
+    assert {"split_images", "train_nosynth@images-0", "train_synth@run0-0", "train_synth@run1-1",
+            "evaluate@images"} <= ran, r.stdout
+    # ... and nothing of the audio scenario, which it does not touch
+    audio = {"prepare_speech", "prepare_noise", "prepare_target", "split_audio", "synth_mix", "synth_mix_narrow",
+             "check_audio@run0", "check_audio@run1", "train_nosynth@audio-0", "train_nosynth@audio-1",
+             "train_synth@run2-0", "train_synth@run3-1", "evaluate@audio"}
+    assert not ran & audio, sorted(ran & audio)
+    assert {"prepare_speech", "split_audio", "evaluate@audio"} <= skipped, r.stdout
     shown = json.loads(run(sys.executable, "-m", "dvc", "exp", "show", "--json").stdout)
     text = json.dumps(shown)
     assert "balanced" in text and "evaluate_images.json" in text

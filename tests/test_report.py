@@ -21,9 +21,9 @@ from shiftlab.train import report
 
 NAMES = ["left", "right", "jump", "flat"]
 EV_CFG = {"n_boot": 200}
-SEEDS = (0, 1)
+SEEDS = (0, 1, 2)
 # dev error per (variant, seed): synth clearly better, narrow clearly worse than synth
-ERR = {"nosynth": (0.30, 0.32), "synth": (0.12, 0.14), "narrow": (0.40, 0.38)}
+ERR = {"nosynth": (0.30, 0.32, 0.31), "synth": (0.12, 0.14, 0.13), "narrow": (0.40, 0.42, 0.41)}
 
 
 # --------------------------------------------------------------------------- fake inputs
@@ -120,8 +120,14 @@ def _results(scenario, dev_rows):
                  "dev": _preds(e, dev_rows, s + 3 * list(ERR).index(v)), "test": _preds(e + 0.02, dev_rows, 50 + s)}
             runs_pred[v][s] = p
             runs_eval[v][str(s)] = ev.evaluate(p, NAMES, EV_CFG)
-    comp = {t: ev.compare(runs_pred, NAMES, EV_CFG, baseline="nosynth", treatment=t) for t in ("synth", "narrow")}
-    return {"scenario": scenario, "label_names": NAMES, "split": "dev", "runs": runs_eval, "compare": comp}
+    pairs = [("synth", "nosynth"), ("narrow", "nosynth"), ("narrow", "synth")]
+    unfit = ev.unfit_runs(runs_eval, EV_CFG)
+    comp = ev.compare_all(runs_pred, NAMES, EV_CFG, pairs=pairs, splits=("test", "dev"), unfit=unfit)
+    variants = {sp: {v: ev.variant_error(runs_pred[v], NAMES, EV_CFG, split=sp) for v in ERR} for sp in ("test", "dev")}
+    return {"scenario": scenario, "label_names": NAMES, "primary_split": "test", "splits": ["test", "dev"],
+            "runs": runs_eval, "variants": variants, "compare": comp, "unfit": unfit,
+            "fit_rule": {"text": "train error above 0.5 x chance"}, "optimal_error": 0.0,
+            "optimal_error_proxy": "none stated (0)"}
 
 
 def _write_png(path: Path, colour: str):
@@ -207,18 +213,20 @@ def test_markdown_states_verdicts_and_exact_cis(root, built):
     for sc in ("images", "audio"):
         res = json.loads((root / f"eval/{sc}/results.json").read_text())
         for t in ("synth", "narrow"):
-            c = res["compare"][t]
+            c = res["compare"]["test"][t]
             d = c["difference"]
             assert c["text"] in md
             row = (f"| {t} - nosynth | {100 * d['value']:+.1f} pts | {100 * d['low']:+.1f} pts to "
-                   f"{100 * d['high']:+.1f} pts | **{c['verdict']}** |")
+                   f"{100 * d['high']:+.1f} pts | {100 * c['mde']:.1f} pts | {c['holm']['level']:.4f} | "
+                   f"**{c['verdict']}** |")
             assert row in md
-            for v, vd in c["variants"].items():
-                assert f"| {vd['error'] * 100:.1f}% | [{100 * vd['low']:.1f}%, {100 * vd['high']:.1f}%] |" in md
-        if sc == "images":  # 400 dev rows: the fake errors were made to separate clearly
-            assert res["compare"]["synth"]["verdict"] == "helps"
-            assert res["compare"]["narrow"]["verdict"] == "hurts"
-    assert "images: synth - nosynth" in md and ": helps;" in md
+        for v, vd in res["variants"]["test"].items():
+            assert f"| {vd['error'] * 100:.1f}% | [{100 * vd['low']:.1f}%, {100 * vd['high']:.1f}%] |" in md
+        if sc == "images":  # 400 test rows: the fake errors were made to separate clearly
+            assert res["compare"]["test"]["synth"]["verdict"] == "helps"
+            assert res["compare"]["test"]["narrow"]["verdict"] == "hurts"
+    assert "images (test): synth - nosynth" in md and ": helps;" in md
+    assert "Does the synthesis help? (verdicts on test)" in md and "Holm level" in md
 
 
 def test_decomposition_is_the_mean_over_seeds(root, built):
@@ -228,7 +236,7 @@ def test_decomposition_is_the_mean_over_seeds(root, built):
         vals = [res["runs"][v][str(s)]["decomposition"]["data_mismatch"]["value"] for s in SEEDS]
         dev = [res["runs"][v][str(s)]["splits"]["dev"]["error"] for s in SEEDS]
         section = md.split("### Error decomposition")[1].split("### Learning curves")[0]
-        line = next(ln for ln in section.splitlines() if ln.startswith(f"| {v} | 2 |"))
+        line = next(ln for ln in section.splitlines() if ln.startswith(f"| {v} | 3 |"))
         assert f"{100 * np.mean(vals):+.1f} pts" in line
         assert f"{100 * np.mean(dev):.1f}%" in line
 
@@ -249,12 +257,12 @@ def test_dashboard_gates_and_prediction_paragraph(root, built):
     assert "| reuse_ratio | 677.500 | <= 20 | fail | **FAIL** |" in md
     assert "| probe_gap | n/a | <= 0.100 | warn | n/a |" in md
     res = json.loads((root / "eval/images/results.json").read_text())
-    n, s = res["compare"]["synth"]["variants"]["narrow"], res["compare"]["synth"]["variants"]["synth"]
+    n, s = res["variants"]["test"]["narrow"], res["variants"]["test"]["synth"]
     para = next(ln for ln in md.splitlines() if ln.startswith("**images.**"))
     assert f"narrow {100 * n['error']:.1f}% [{100 * n['low']:.1f}%, {100 * n['high']:.1f}%]" in para
     assert f"synth {100 * s['error']:.1f}% [{100 * s['low']:.1f}%, {100 * s['high']:.1f}%]" in para
-    assert n["low"] > s["high"]  # fake data: disjoint intervals
-    assert "Yes: the flagged variant transferred worse" in para
+    assert res["compare"]["test"]["narrow_vs_synth"]["verdict"] == "hurts"  # fake data: clearly worse
+    assert "Yes: the flagged variant transferred measurably worse" in para
     assert "narrow check FAIL" in para
     # check plots: the preferred one is embedded, the other only listed
     assert "![check_images: examples.png](check_images_examples.png)" in md
@@ -268,7 +276,7 @@ def test_learning_curves_confusion_and_examples(root, built):
             "images_dev_error.png", "audio_dev_error.png", "images_decomposition.png"} <= files
     for v in ERR:
         got = (Path(out["out_dir"]) / f"images_confusion_{v}.png").read_bytes()
-        assert got == (root / f"eval/images/{v}_s0/confusion_dev.png").read_bytes()
+        assert got == (root / f"eval/images/{v}_s0/confusion_test.png").read_bytes()  # the verdict split
     # audio has results but no DVCLive dirs and no evaluate PNGs
     audio = md.split("## Scenario: audio")[1].split("## Diversity dashboard")[0]
     assert "*learning curves: not run*" in audio and "*confusion matrices: not run*" in audio
@@ -317,7 +325,7 @@ def test_two_builds_are_byte_identical(root, built, tmp_path):
 def test_empty_root_reports_not_run(tmp_path):
     out = report.build(tmp_path, None, "out")
     md = Path(out["markdown"]).read_text()
-    for part in ("split sizes: not run", "dev error per variant: not run", "decomposition: not run",
+    for part in ("split sizes: not run", "verdicts: not run", "decomposition: not run",
                  "learning curves: not run", "confusion matrices: not run", "examples: not run",
                  "check_images_narrow: not run", "*params.yaml: not run*"):
         assert part in md
@@ -342,12 +350,12 @@ def test_results_without_data_still_report_numbers(root, tmp_path):
 def test_summary_lines(root):
     lines = report.summary_lines(root)
     res = json.loads((root / "eval/audio/results.json").read_text())
-    c = res["compare"]["narrow"]
+    c = res["compare"]["test"]["narrow"]
     d = c["difference"]
-    assert len(lines) == 2 and lines[0].startswith("images: synth - nosynth ")
+    assert len(lines) == 2 and lines[0].startswith("images (test): synth - nosynth ")
     assert lines[0].endswith("checks: synth PASS, narrow FAIL")
-    assert (f"narrow - nosynth {100 * d['value']:+.1f} pts ({100 * d['low']:+.1f} pts to {100 * d['high']:+.1f} pts): "
-            f"{c['verdict']}") in lines[1]
+    assert (f"narrow - nosynth {100 * d['value']:+.1f} pts ({100 * d['low']:+.1f} pts to {100 * d['high']:+.1f} pts, "
+            f"MDE {100 * c['mde']:.1f} pts): {c['verdict']}") in lines[1]
 
 
 def test_bad_json_is_a_one_line_error(tmp_path):

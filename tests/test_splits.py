@@ -441,8 +441,30 @@ def test_synthetic_label_names_are_unified():
 # --------------------------------------------------------------------------- check()
 
 
-def test_check_accepts_good_splits():
-    splits.check(by_hand(**good_rows()))
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: None,
+        # legal but easy to get wrong: a source group in both train and train_dev (one bucket),
+        # synthetic children in train and train_dev of parents in either, target rows in train
+        lambda r: r["train_dev"].append(("source", "s1", 1)),
+        lambda r: r["train"].append(("source", "s1", 0, "synthetic", "train_dev/0")),
+        lambda r: r["train_dev"].append(("source", "s1", 0, "synthetic", "train/0")),
+        lambda r: r["train"].append(("target", "t1", 1, "synthetic", "train/1")),
+        lambda r: r["train"].extend([("target", "t1", 0), ("target", "t4", 1)]),
+    ],
+)
+def test_check_accepts_good_splits(change):
+    rows = {k: list(v) for k, v in good_rows().items()}
+    change(rows)
+    parts = by_hand(**rows)
+    assert splits.check(parts) is None  # no error for any of these
+    # zero weights are legal too (a source weighted out); the rows are not touched by check
+    w = parts["train"].add_column("weight", [0.0] * len(parts["train"]))
+    parts2 = hfds.DatasetDict({**parts, "train": w})
+    before = {k: v.to_dict() for k, v in parts2.items()}
+    assert splits.check(parts2) is None
+    assert {k: v.to_dict() for k, v in parts2.items()} == before
 
 
 @pytest.mark.parametrize(

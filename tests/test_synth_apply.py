@@ -102,11 +102,18 @@ def test_constant_image_stays_constant(dtype):
     ks = [K.Linear(9, 20), K.Shake(max_length=18, seed=1), K.Linear(0, 0)]
     for method in ("direct", "fft"):
         out = A.blur_batch(imgs, ks, method=method)
+        assert out.dtype == dtype and out.shape == imgs.shape
         if dtype == np.uint8:
             assert (out == v).all()
         else:
             np.testing.assert_allclose(out, v, atol=1e-6)
-    assert (A.blur_cpu(imgs[0], ks[0]) == imgs[0]).all() if dtype == np.uint8 else True
+    for k in ks:  # the per-image CPU path too, for both dtypes (it takes float32 as well)
+        one = A.blur_cpu(imgs[0], k)
+        assert one.dtype == dtype and one.shape == imgs[0].shape
+        if dtype == np.uint8:
+            assert (one == v).all()
+        else:
+            np.testing.assert_allclose(one, v, atol=1e-6)
 
 
 def test_delta_kernel_is_identity():
@@ -222,14 +229,24 @@ def test_odd_modes_and_bad_input_one_line_error(call, needle):
 def test_palette_image_via_pil_is_rejected_or_converted():
     from PIL import Image
 
-    pal = Image.new("P", (6, 5))
-    # a palette image as numpy is (H, W) uint8 of indices: 2-D grey is accepted, so the
-    # documented way is converting first; RGBA conversion must be refused
-    rgba = np.asarray(pal.convert("RGBA"))
-    with pytest.raises(ShiftlabError):
-        A.blur_cpu(rgba, K.Linear(3, 0))
-    with pytest.raises(ShiftlabError):
-        A.blur_cpu(np.asarray(Image.new("I;16", (6, 5))), K.Linear(3, 0))
+    pal = Image.new("P", (6, 5), color=1)
+    pal.putpalette([0, 0, 0, 200, 10, 30] + [0] * (3 * 254))  # index 1 = (200, 10, 30)
+    k = K.Linear(3, 0)
+    # the PIL palette image itself is refused, with the reason
+    with pytest.raises(ShiftlabError, match=r"^blur_cpu: image must be a numpy array, got Image$"):
+        A.blur_cpu(pal, k)
+    # as numpy a palette image is its (H, W) indices, which would blur as grey: the documented way
+    # is converting it first, and then the colours (not the indices) are blurred
+    assert np.asarray(pal).shape == (5, 6) and (np.asarray(pal) == 1).all()
+    out = A.blur_cpu(np.asarray(pal.convert("RGB")), k)
+    assert out.shape == (5, 6, 3) and out.dtype == np.uint8 and (out == [200, 10, 30]).all()
+    # converting to RGBA, or a 16-bit image, is refused with the reason
+    with pytest.raises(ShiftlabError, match=r"^blur_cpu: RGBA image \(4 channels, shape \(5, 6, 4\)\) not supported: "
+                                            r"drop or composite the alpha channel first$"):
+        A.blur_cpu(np.asarray(pal.convert("RGBA")), k)
+    with pytest.raises(ShiftlabError, match=r"^blur_cpu: image dtype uint16 not supported, expected uint8 or float32 "
+                                            r"\(16-bit images: convert to uint8 or float32 in \[0, 1\] first\)$"):
+        A.blur_cpu(np.asarray(Image.new("I;16", (6, 5))), k)
 
 
 def test_empty_batch():
@@ -341,8 +358,17 @@ def test_many_support_groups_match_cpu_every_layout():
     t = torch.from_numpy(imgs).permute(0, 3, 1, 2)
     _close(A.blur_batch(t.contiguous(), ks).permute(0, 2, 3, 1).numpy(), ref, np.uint8)
     _close(A.blur_batch(t.contiguous(memory_format=torch.channels_last), ks).permute(0, 2, 3, 1).numpy(), ref, np.uint8)
-    again = A.blur_batch(imgs, ks)
-    assert np.array_equal(again, A.blur_batch(imgs, ks))  # deterministic
+    # deterministic: each row's pixels do not depend on the rest of the batch, its order or the threads
+    whole = A.blur_batch(imgs, ks)
+    halves = np.concatenate([A.blur_batch(imgs[:35], ks[:35]), A.blur_batch(imgs[35:], ks[35:])])
+    assert np.array_equal(halves, whole)
+    assert np.array_equal(A.blur_batch(imgs[::-1].copy(), ks[::-1])[::-1], whole)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if old > 1 else 2)
+        assert np.array_equal(A.blur_batch(imgs, ks), whole)
+    finally:
+        torch.set_num_threads(old)
 
 
 def test_few_images_cut_into_strips_match_cpu():

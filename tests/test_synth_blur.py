@@ -173,8 +173,10 @@ def test_apply_kernels_batch_independent():
         assert torch.equal(blur.apply_kernels(x[i : i + 1], ks[i : i + 1]), whole[i : i + 1])
     with pytest.raises(ShiftlabError, match="2 kernels for 9 images"):
         blur.apply_kernels(x, ks[:2])
-    with pytest.raises(ShiftlabError):
-        blur.apply_kernels(x.numpy(), ks)
+    with pytest.raises(ShiftlabError, match=r"^apply_kernels: images must be a torch tensor \(N, C, H, W\)$"):
+        blur.apply_kernels(x.numpy(), ks)  # a numpy batch
+    with pytest.raises(ShiftlabError, match=r"^apply_kernels: images must be a torch tensor \(N, C, H, W\)$"):
+        blur.apply_kernels(x[0], ks[:1])  # one (C, H, W) image, not a batch
 
 
 def _one_line(e):

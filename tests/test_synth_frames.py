@@ -19,7 +19,10 @@ def _sharp(n=6, h=20, w=24, c=1, seed=0):
 
 
 def test_defaults_match_params_schema():
-    assert config.defaults()["prepare_images"]["frames"] == frames.DEFAULTS
+    # the frames section also selects the generator (and holds the independent one's own block)
+    got = {k: v for k, v in config.defaults()["prepare_images"]["frames"].items() if k not in ("generator", "imagemagick")}
+    assert got == frames.DEFAULTS
+    assert config.defaults()["prepare_images"]["frames"]["generator"] == "shiftlab"
 
 
 def test_simulate_is_deterministic_and_regenerates():

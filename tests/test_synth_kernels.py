@@ -160,9 +160,18 @@ def test_shake_trajectory_deterministic_and_length():
 @FAST
 @given(st.integers(0, 2**40))
 def test_sample_is_pure_function_of_seed(seed):
-    a, b = K.sample(seed), K.sample(seed)
+    # the global RNGs are disturbed differently before each draw: the kernel must not change
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    a = K.sample(seed)
+    random.seed(seed + 1)
+    np.random.seed((seed + 1) % 2**32)
+    np.random.random(7)
+    b = K.sample(seed)
     assert a == b and a.to_record() == b.to_record()
-    assert K.sample(np.random.default_rng(seed)) == a
+    assert np.array_equal(a.render(), b.render())
+    assert K.sample(np.random.default_rng(seed)) == a  # int seed == a Generator seeded with it
+    assert K.from_record(json.loads(json.dumps(a.to_record()))) == a  # the record alone rebuilds it
 
 
 def test_sample_respects_ranges_and_families():
@@ -206,8 +215,11 @@ def test_check_sample_cfg_errors_one_line(cfg, needle):
 
 def test_check_sample_cfg_catches_value_sample_would_hit_late():
     # shake weight 0: its (bad) range is never drawn, but still must be well formed
-    with pytest.raises(ShiftlabError):
-        K.check_sample_cfg({"families": {"linear": 1.0, "shake": 0.0}, "shake": {"anxiety": "lots"}})
+    cfg = {"families": {"linear": 1.0, "shake": 0.0}, "shake": {"anxiety": "lots"}}
+    K.sample(0, cfg)  # a draw never reaches it ...
+    with pytest.raises(ShiftlabError) as e:  # ... the full check does, and names the key
+        K.check_sample_cfg(cfg)
+    assert _one_line(e) == "sample cfg kernel: 'shake.anxiety' must be a number, got 'lots'"
     # a valid-looking range with a bad high end only
     with pytest.raises(ShiftlabError) as e:
         K.check_sample_cfg({"shake": {"exposure": [0.5, 1.5]}})

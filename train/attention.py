@@ -211,16 +211,27 @@ class NonLocalBlock(nn.Module):
     ``y_i = sum_j softmax_j(theta(x_i) . phi(x_j)) g(x_j)`` with 1x1 convs ``theta``,
     ``phi``, ``g`` to ``inter_channels`` (default ``max(1, C // 2)``) and ``W`` back to
     C. With ``subsample=True`` (the paper's default) ``phi`` and ``g`` are max-pooled
-    2x2 (stride 2, ceil mode, so a 1-pixel side stays 1). The dot products are not
-    scaled (the paper's form); ``scaled=True`` divides them by ``sqrt(inter_channels)``.
-    The BN after ``W`` starts with weight 0 and bias 0, so at initialisation the block
-    is exactly the identity (and stays so under any later network init, see
-    :meth:`zero_init_`). The attention uses ``F.scaled_dot_product_attention``, memory
-    ``O(HW * H'W')`` per sample.
+    2x2 (stride 2, ceil mode, so a 1-pixel side stays 1). The dot products are divided
+    by ``sqrt(inter_channels)`` (``scaled=True``, as the reference implementation's
+    ``use_scale``; ``scaled=False`` gives the paper's unscaled form).
+
+    Initialisation (:meth:`init_weights_`, which :func:`shiftlab.train.models.init_weights`
+    calls with the model's seeded generator): ``theta``, ``phi``, ``g`` and ``W`` weights
+    N(0, 0.01), biases 0, as in the reference code (facebookresearch/video-nonlocal-net).
+    With that and the scaling the attention starts nearly uniform (largest weight per
+    position ~1.1x uniform at init in ``nonlocal_resnet``); Kaiming-initialised ``theta``
+    / ``phi`` with unscaled products started saturated (largest weight ~0.9: each position
+    attending to one other, with vanishing gradients through the softmax). The BN after
+    ``W`` starts with weight 0 and bias 0, so at initialisation the block is exactly the
+    identity (and stays so under any later network init, see :meth:`zero_init_`). The
+    attention uses ``F.scaled_dot_product_attention``, memory ``O(HW * H'W')`` per sample;
+    :meth:`attention` returns the weights.
     """
 
+    INIT_STD = 0.01
+
     def __init__(self, channels: int, inter_channels: Optional[int] = None,
-                 subsample: bool = True, scaled: bool = False):
+                 subsample: bool = True, scaled: bool = True):
         super().__init__()
         inter = inter_channels if inter_channels is not None else max(1, channels // 2)
         self.inter_channels = inter
@@ -231,12 +242,27 @@ class NonLocalBlock(nn.Module):
         self.out = _conv(inter, channels, 1, bias=True)
         self.bn = nn.BatchNorm2d(channels)
         self.scale = inter ** -0.5 if scaled else 1.0
+        if not self.theta.weight.is_meta:
+            self.init_weights_()
         self.zero_init_()
+
+    def init_weights_(self, generator: Optional[torch.Generator] = None) -> None:
+        """The reference initialisation: the four 1x1 convs N(0, :attr:`INIT_STD`), biases 0."""
+        with torch.no_grad():
+            for conv in (self.theta, self.phi, self.g, self.out):
+                nn.init.normal_(conv.weight, 0.0, self.INIT_STD, generator=generator)
+                nn.init.zeros_(conv.bias)
 
     def zero_init_(self) -> None:
         """Zero the final BN's affine parameters, making the block the identity."""
         nn.init.zeros_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention weights ``softmax_j(scale * theta(x_i) . phi(x_j))``: (N, HW, H'W'), rows sum to 1."""
+        q = self.theta(x).flatten(2).transpose(1, 2)  # (N, HW, C')
+        k = self.pool(self.phi(x)).flatten(2)  # (N, C', H'W')
+        return torch.softmax((q @ k).float() * self.scale, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape

@@ -39,7 +39,7 @@ from shiftlab.errors import ShiftlabError
 
 __all__ = [
     "ROWS", "SplitData", "Batch", "Loader", "row_mask", "load_split", "load_splits",
-    "epoch_permutation", "stream_rows", "uniforms", "fit_length",
+    "epoch_permutation", "stream_rows", "paired_rows", "uniforms", "fit_length",
 ]
 
 #: accepted values of the ``rows`` option
@@ -233,6 +233,63 @@ def stream_rows(n: int, seed: int, epoch: int, epoch_rows: int) -> np.ndarray:
     return cat[start:start + epoch_rows]
 
 
+def _stream_slice(n: int, seed: int, start: int, count: int, tag: str) -> np.ndarray:
+    """Items ``[start, start + count)`` of the endless stream of seeded permutations of ``n``
+    rows (pass ``k`` is ``sample_rng(seed, k, "trainer", tag)``); tag "stream" is the stream
+    of :func:`stream_rows`."""
+    if n == 0 or count == 0:
+        return np.zeros(0, np.int64)
+    lo, hi = start, start + count
+    parts = [seeding.sample_rng(seed, k, "trainer", tag).permutation(n) for k in range(lo // n, -(-hi // n))]
+    cat = np.concatenate(parts)
+    off = lo - (lo // n) * n
+    return cat[off:off + count]
+
+
+def paired_rows(real: np.ndarray, synthetic: np.ndarray, seed: int, epoch: int,
+                epoch_rows: int | None) -> np.ndarray:
+    """Seed-paired row order of one epoch over a pool of real and synthetic rows.
+
+    ``real`` and ``synthetic`` are the row indices (in split order) that training may draw;
+    ``epoch_rows`` None means one epoch = as many draws as the pool holds. Built so that
+    variants trained with the same seed draw their *real* rows in the same order:
+
+    * with no synthetic rows this is exactly the row order of a real-only run
+      (``real[epoch_permutation(...)]`` when ``epoch_rows`` is None, else
+      ``real[stream_rows(...)]``), so a real-only variant and "all rows but the synthetic
+      ones at weight 0" draw the same rows in the same order;
+    * with synthetic rows, each draw position ``t`` of the endless stream is synthetic with
+      probability ``n_syn / (n_real + n_syn)`` (a counter-based uniform of (seed, t), so
+      independent of the epoch length split), real draws take the next items of the *same*
+      real stream a real-only run with this seed takes (its seeded permutations laid end to
+      end), synthetic draws the next items of their own stream. So the real rows a synth
+      variant sees are, in order, a prefix of the real-only variant's sequence: seed-to-seed
+      noise of the row order cancels in the seed-paired difference (and so does the initial
+      model, which depends on the seed only).
+    """
+    real = np.asarray(real, np.int64)
+    synthetic = np.asarray(synthetic, np.int64)
+    nr, ns = len(real), len(synthetic)
+    if ns == 0:
+        if epoch_rows is None:
+            return real[epoch_permutation(nr, seed, epoch)]
+        return real[stream_rows(nr, seed, epoch, epoch_rows)]
+    per = nr + ns if epoch_rows is None else int(epoch_rows)
+    lo, hi = epoch * per, (epoch + 1) * per
+    is_syn = uniforms(seed, 0, np.arange(hi, dtype=np.int64), "pair/mix")[:, 0] < ns / (nr + ns)
+    if nr == 0:
+        is_syn[:] = True
+    r0, s0 = int((~is_syn[:lo]).sum()), int(is_syn[:lo].sum())
+    mine = is_syn[lo:hi]
+    out = np.empty(per, np.int64)
+    # the real-only run's stream: its seeded permutations end to end (epoch_permutation's per epoch
+    # when epochs are whole passes, stream_rows' otherwise)
+    tag = "permutation" if epoch_rows is None else "stream"
+    out[~mine] = real[_stream_slice(nr, seed, r0, int((~mine).sum()), tag)]
+    out[mine] = synthetic[_stream_slice(ns, seed, s0, int(mine.sum()), "stream/synthetic")]
+    return out
+
+
 _M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -277,9 +334,11 @@ class Batch:
 class Loader:
     """Batches of one :class:`SplitData` on ``device``.
 
-    ``shuffle=True`` (training): the epoch's seeded permutation, cut into global batches of
-    ``batch_size`` rows (the last one shorter unless ``drop_last``); this rank takes its
-    ``numpy.array_split`` share of each. ``shuffle=False`` (evaluation): the rank's
+    ``shuffle=True`` (training): the epoch's seeded row order (:func:`paired_rows`: rows of
+    loss weight 0 are never drawn; real rows follow the real-only order of the same seed),
+    cut into global batches of ``batch_size`` rows (the last one shorter unless
+    ``drop_last``; merged into the one before when it would leave a rank fewer than 2 rows,
+    which BatchNorm cannot train on); this rank takes its ``numpy.array_split`` share of each. ``shuffle=False`` (evaluation): the rank's
     contiguous ``array_split`` share of all rows, in order, in batches of ``batch_size``.
     """
 
@@ -297,6 +356,16 @@ class Loader:
         if epoch_rows is not None and (isinstance(epoch_rows, bool) or int(epoch_rows) < 1):
             raise ShiftlabError(f"epoch_rows: must be a positive integer or null, got {epoch_rows!r}")
         self.epoch_rows = None if epoch_rows is None or not shuffle else int(epoch_rows)
+        # the rows training draws: weight-0 rows are dropped before batching (so beta = 0 is
+        # exactly "without those rows": no BatchNorm statistics, no optimizer step from them)
+        w_np = data.w.numpy() if data.w.device.type == "cpu" else data.w.cpu().numpy()
+        active = w_np > 0
+        syn = np.asarray(data.origin).astype(str) == "synthetic" if len(data) else np.zeros(0, bool)
+        self._real_pool = np.flatnonzero(active & ~syn)
+        self._syn_pool = np.flatnonzero(active & syn)
+        self._plain = bool(active.all()) and not syn.any()  # the historical order: a permutation of all rows
+        if shuffle and len(data) and not active.any():
+            raise ShiftlabError(f"split {data.name}: every row has loss weight 0, nothing to train on")
         cuda = self.device.type == "cuda"
         nbytes = data.x.numel() * data.x.element_size()
         on_dev = cuda and (data_on_device is True or (data_on_device == "auto" and nbytes <= max_device_bytes))
@@ -309,13 +378,25 @@ class Loader:
         self._events: list = [None, None]
         self._turn = 0
 
-    def __len__(self) -> int:
-        n = len(self.data) if self.shuffle else len(np.array_split(np.arange(len(self.data)), self.world)[self.rank])
+    def _epoch_len(self) -> int:
         if self.epoch_rows is not None:
-            n = self.epoch_rows
-        if self.shuffle and self.drop_last:
+            return self.epoch_rows
+        return len(self._real_pool) + len(self._syn_pool)
+
+    def _merge_tail(self, n: int) -> bool:
+        """True when the epoch's last global batch is merged into the one before: it would
+        give some rank fewer than 2 rows (BatchNorm cannot normalise one row per channel)."""
+        tail = n % self.batch_size
+        return (self.shuffle and not self.drop_last and n > self.batch_size and 0 < tail < 2 * self.world)
+
+    def __len__(self) -> int:
+        if not self.shuffle:
+            n = len(np.array_split(np.arange(len(self.data)), self.world)[self.rank])
+            return -(-n // self.batch_size)
+        n = self._epoch_len()
+        if self.drop_last:
             return n // self.batch_size
-        return -(-n // self.batch_size)
+        return -(-n // self.batch_size) - int(self._merge_tail(n))
 
     def _plan(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, torch.Tensor]]:
         """(local rows, weight multiplier or None, global-batch weight sum) per step."""
@@ -327,10 +408,17 @@ class Loader:
                 rows = mine[s:s + self.batch_size]
                 yield rows, None, w_cpu[torch.from_numpy(rows)].sum()
             return
-        perm = epoch_permutation(n, self.seed, epoch) if self.epoch_rows is None else \
-            stream_rows(n, self.seed, epoch, self.epoch_rows)
-        for s in range(0, len(perm), self.batch_size):
-            glob = perm[s:s + self.batch_size]
+        if self._plain:
+            perm = epoch_permutation(n, self.seed, epoch) if self.epoch_rows is None else \
+                stream_rows(n, self.seed, epoch, self.epoch_rows)
+        else:
+            perm = paired_rows(self._real_pool, self._syn_pool, self.seed, epoch, self.epoch_rows)
+        starts = list(range(0, len(perm), self.batch_size))
+        ends = starts[1:] + [len(perm)]
+        if self._merge_tail(len(perm)):
+            starts, ends = starts[:-1], ends[:-2] + [len(perm)]
+        for s, e in zip(starts, ends):
+            glob = perm[s:e]
             if len(glob) < self.batch_size and self.drop_last:
                 return
             den = w_cpu[torch.from_numpy(glob)].sum()

@@ -58,7 +58,7 @@ import copy
 import csv
 import difflib
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,16 +90,20 @@ ACTIONS = {
     "dev_overfitting": "a bigger dev set; tune less against it (MLY ch. 41)",
 }
 NOT_DISTINGUISHABLE = "not distinguishable from 0"
-VERDICTS = ("helps", "no measurable effect", "hurts")
+VERDICTS = ("helps", "hurts", "equivalent", "inconclusive")
 
 DEFAULTS: dict[str, Any] = {
-    "optimal_error": 0.0,  # Bayes / human-level proxy, a fraction in [0, 1)
+    "optimal_error": 0.0,  # Bayes / human-level proxy, a fraction in [0, 1), or {scenario: fraction}
+    "optimal_error_proxy": None,  # what the optimal error stands for: text, or {scenario: text}
     "n_boot": 2000,  # bootstrap replicates, >= 100
     "ci": 0.95,  # confidence level, in (0, 1)
     "seed": 0,  # bootstrap seed, >= 0
     "cluster": "auto",  # dev/test CI unit: auto | rows | groups
     "min_groups": 5,  # auto/groups: fewest groups for a cluster bootstrap, >= 2
-    "min_effect": 0.01,  # a component is never named below this (fraction), in [0, 1]
+    "min_effect": 0.01,  # smallest difference that matters (fraction), in [0, 1]: equivalence margin,
+                         # and a decomposition component is never named below it
+    "power": 0.8,  # the power the minimum detectable effect is computed for, in (0.5, 1)
+    "fit_max_chance_share": 0.5,  # a run "did not fit" when its train error > this x chance error, in (0, 1]
     "dominant_share": 0.5,  # named when >= this share of the largest component, in (0, 1]
 }
 
@@ -133,7 +137,9 @@ def _int(c: dict, key: str, lo: int) -> int:
 def merge_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``cfg`` over :data:`DEFAULTS`, validated; a bad key or value is a one-line ShiftlabError.
 
-    Keys: ``optimal_error`` [0, 1); ``n_boot`` int >= 100; ``ci`` (0, 1); ``seed`` int >= 0;
+    Keys: ``optimal_error`` [0, 1) or ``{scenario: value}`` (see :func:`for_scenario`);
+    ``optimal_error_proxy`` text or ``{scenario: text}``; ``power`` (0.5, 1);
+    ``fit_max_chance_share`` (0, 1]; ``n_boot`` int >= 100; ``ci`` (0, 1); ``seed`` int >= 0;
     ``cluster`` auto | rows | groups; ``min_groups`` int >= 2; ``min_effect`` [0, 1];
     ``dominant_share`` (0, 1].
     """
@@ -146,7 +152,21 @@ def merge_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
                 hint = difflib.get_close_matches(str(k), list(out), 1)
                 raise ShiftlabError(f"{_KEY}.{k}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}")
             out[k] = v
-    out["optimal_error"] = _num(out, "optimal_error", 0.0, 1.0, hi_open=True)
+    if isinstance(out["optimal_error"], Mapping):
+        opt = {}
+        for k, v in out["optimal_error"].items():
+            opt[str(k)] = _num({f"optimal_error.{k}": v}, f"optimal_error.{k}", 0.0, 1.0, hi_open=True)
+        out["optimal_error"] = opt
+    else:
+        out["optimal_error"] = _num(out, "optimal_error", 0.0, 1.0, hi_open=True)
+    prox = out["optimal_error_proxy"]
+    if prox is not None and not isinstance(prox, str) and not (
+            isinstance(prox, Mapping) and all(isinstance(v, str) for v in prox.values())):
+        raise ShiftlabError(f"{_KEY}.optimal_error_proxy: must be a text or a mapping scenario -> text, got {prox!r}")
+    if isinstance(prox, Mapping):
+        out["optimal_error_proxy"] = {str(k): v for k, v in prox.items()}
+    out["power"] = _num(out, "power", 0.5, 1.0, lo_open=True, hi_open=True)
+    out["fit_max_chance_share"] = _num(out, "fit_max_chance_share", 0.0, 1.0, lo_open=True)
     out["n_boot"] = _int(out, "n_boot", 100)
     out["ci"] = _num(out, "ci", 0.0, 1.0, lo_open=True, hi_open=True)
     out["seed"] = _int(out, "seed", 0)
@@ -156,6 +176,19 @@ def merge_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
     out["min_effect"] = _num(out, "min_effect", 0.0, 1.0)
     out["dominant_share"] = _num(out, "dominant_share", 0.0, 1.0, lo_open=True)
     return out
+
+
+def for_scenario(cfg: Mapping[str, Any] | None, scenario: str) -> dict[str, Any]:
+    """The merged config with ``optimal_error`` / ``optimal_error_proxy`` resolved for
+    ``scenario`` (a mapping without it: 0.0 and "none stated")."""
+    c = merge_config(cfg)
+    opt, prox = c["optimal_error"], c["optimal_error_proxy"]
+    if isinstance(opt, Mapping):
+        opt = opt.get(scenario, 0.0)
+    if isinstance(prox, Mapping):
+        prox = prox.get(scenario)
+    c["optimal_error"], c["optimal_error_proxy"] = float(opt), prox or "none stated (0)"
+    return c
 
 
 # --------------------------------------------------------------------------- input checks
@@ -325,6 +358,8 @@ def evaluate(predictions: Mapping, label_names=None, cfg: Mapping | None = None)
       ``text`` (one sentence).
     """
     c = merge_config(cfg)
+    if isinstance(c["optimal_error"], Mapping):
+        raise ShiftlabError("evaluate: optimal_error is given per scenario; resolve it with for_scenario(cfg, scenario)")
     names = _labels(predictions, label_names)
     k = len(names)
     if not isinstance(predictions, Mapping):
@@ -369,6 +404,7 @@ def evaluate(predictions: Mapping, label_names=None, cfg: Mapping | None = None)
         "label_names": names,
         "config": c,
         "optimal_error": _r(c["optimal_error"]),
+        "optimal_error_proxy": c.get("optimal_error_proxy"),
         "splits": splits,
         "missing": [s for s in SPLITS if s not in splits],
         "decomposition": decomposition,
@@ -468,7 +504,8 @@ def markdown(result: Mapping, title: str = "Evaluation") -> str:
         out += [""] + notes
 
     out += ["", "## Error decomposition (Machine Learning Yearning ch. 40-41)", "",
-            f"Optimal (Bayes / human-level proxy) error: {_pct(result['optimal_error'])}.", ""]
+            f"Optimal (Bayes / human-level proxy) error: {_pct(result['optimal_error'])}"
+            + (f" ({result['optimal_error_proxy']})" if result.get("optimal_error_proxy") else "") + ".", ""]
     drows = []
     for k, d in result["decomposition"].items():
         drows.append([WORDS[k], f"`{d['formula']}`", _pts(d["value"]), _ci(d, _pts),
@@ -657,27 +694,199 @@ def _run_split(run, where: str, split: str, k: int) -> dict[str, np.ndarray]:
     return a
 
 
+def _error_matrix(runs_v: Mapping, where: str, split: str, k: int, ref_ids: np.ndarray | None,
+                  ref_y: np.ndarray | None) -> tuple[list[str], np.ndarray, dict]:
+    """(seeds, E (S, N) 0/1 errors in the reference row order, first run's arrays)."""
+    seeds = sorted(runs_v, key=_seed_key)
+    rows, first = [], None
+    for sd in seeds:
+        a = _run_split(runs_v[sd], f"{where}[{sd!r}]", split, k)
+        if "id" in a:
+            if len(np.unique(a["id"])) != len(a["id"]):
+                raise ShiftlabError(f"compare: {where}[{sd!r}].{split}.id has duplicates")
+            o = np.argsort(a["id"], kind="stable")
+            a = {key: v[o] for key, v in a.items()}
+        if first is None:
+            first = a
+        if ref_ids is not None:
+            if "id" not in a or not np.array_equal(a["id"], ref_ids):
+                raise ShiftlabError(f"compare: {where}[{sd!r}].{split}: not the same row ids as the first run")
+        elif ref_y is not None and len(a["y"]) != len(ref_y):
+            raise ShiftlabError(f"compare: {where}[{sd!r}].{split}: {len(a['y'])} rows, the first run has {len(ref_y)}")
+        if ref_y is not None and not np.array_equal(a["y"], ref_y):
+            raise ShiftlabError(f"compare: {where}[{sd!r}].{split}: labels differ from the first run's on the same rows")
+        if ref_y is None:
+            ref_y = a["y"]
+            ref_ids = a.get("id")
+        rows.append((a["y"] != a["pred"]).astype(np.float64))
+    return [str(sd) for sd in seeds], np.stack(rows), first
+
+
+def seed_row_variance(M: np.ndarray, groups: np.ndarray | None = None) -> dict:
+    """Mean of an (S seeds, N rows) matrix and the variance of that mean, seeds and rows random.
+
+    Two-way random-effects model ``M[s, i] = mu + a_i + b_s + c_si`` (row effect, seed effect,
+    interaction/noise): the mean over seeds and rows has variance ``var(a)/N + var(b)/S +
+    var(c)/(S N)``, estimated without bias from the ANOVA mean squares as the sum of a seed
+    term ``MS_seed / (S N)`` (the variance of the per-seed means over S: S - 1 df) and a row
+    term ``(MS_row - MS_interaction) / (S N)`` (floored at 0; N - 1 df); with
+    Satterthwaite's degrees of freedom for a t interval (so seed-dominated data get the
+    exact t interval on S - 1 df). With ``groups``
+    (speakers, videos), the unit is the group: each seed's errors are summed per group and
+    linearised as a ratio estimator (``G/N (T_sg - n_g mu) + mu``), so the row term becomes
+    the between-group (cluster-robust) term with G - 1 degrees of freedom. One seed: the
+    row term alone. Returns ``mean, se, df, units, seed_se, row_se`` (the two terms as
+    standard errors of the mean).
+    """
+    M = np.asarray(M, dtype=np.float64)
+    S, N = M.shape
+    mu = float(M.mean())
+    if groups is not None:
+        _, inv = np.unique(np.asarray(groups), return_inverse=True)
+        G = int(inv.max()) + 1
+        T = np.stack([np.bincount(inv, weights=M[s], minlength=G) for s in range(S)])
+        sizes = np.bincount(inv, minlength=G).astype(np.float64)
+        Z = G / N * (T - sizes[None, :] * mu) + mu
+    else:
+        Z = M
+    U = Z.shape[1]
+    if U < 2:
+        raise ShiftlabError("compare: need at least 2 rows (or groups) for an interval")
+    cs, ru = Z.mean(axis=1), Z.mean(axis=0)
+    ms_unit = S * float(((ru - mu) ** 2).sum()) / (U - 1)
+    if S > 1:
+        ms_seed = U * float(((cs - mu) ** 2).sum()) / (S - 1)
+        resid = Z - ru[None, :] - cs[:, None] + mu
+        ms_int = float((resid ** 2).sum()) / ((S - 1) * (U - 1))
+    else:
+        ms_seed = ms_int = 0.0
+    su = S * U
+    # seed term: ms_seed / (S U) = (sample variance of the S per-seed means) / S, which holds
+    # var(b)/S + var(c)/(S N): S - 1 df. Row term: the persistent row part var(a)/N, from
+    # (MS_row - MS_interaction) / (S U): U - 1 df. Their sum is the unbiased estimate; the
+    # t interval takes Satterthwaite's df of the sum (exact t at S - 1 df when seeds dominate).
+    seed_term = ms_seed / su if S > 1 else 0.0
+    row_term = max(ms_unit - ms_int, 0.0) / su if S > 1 else ms_unit / su
+    var = seed_term + row_term
+    den = (seed_term ** 2 / (S - 1) if S > 1 else 0.0) + row_term ** 2 / (U - 1)
+    df = var * var / den if den > 0 else float(U - 1)
+    return {"mean": mu, "se": float(np.sqrt(var)), "df": float(max(df, 1.0)), "units": U,
+            "seed_var": seed_term, "row_var": row_term, "seed_df": S - 1, "row_df": U - 1,
+            "seed_se": float(np.sqrt(seed_term)), "row_se": float(np.sqrt(row_term))}
+
+
+def halfwidth(st: Mapping, q: float) -> float:
+    """Half-width of the interval at quantile ``q`` (e.g. 0.975 for a two-sided 95%) for a
+    :func:`seed_row_variance` result: Graybill and Wang's modified large-sample form for a
+    sum of variance components, ``sqrt(t(q, S-1)^2 seed_var + t(q, N-1)^2 row_var)``. Each
+    term keeps its own degrees of freedom, so seed-dominated data get the exact t interval
+    on S - 1 df and row-dominated data the large-sample one; Satterthwaite's single df is
+    liberal in between (about 93.5% for a nominal 95% at 3 seeds in the tests' simulation)."""
+    a = _t(q, st["seed_df"]) ** 2 * st["seed_var"] if st["seed_df"] > 0 else 0.0
+    return float(np.sqrt(a + _t(q, st["row_df"]) ** 2 * st["row_var"]))
+
+
+def minimum_detectable(st: Mapping, alpha: float, power: float) -> float:
+    """Smallest true difference the two-sided test at level ``alpha`` detects with
+    probability ``power``, from the observed variance components (each term on its own df,
+    as in :func:`halfwidth`): ``sqrt(sum_k (t(1 - alpha/2, df_k) + t(power, df_k))^2 var_k)``."""
+    tot = 0.0
+    for var, df in ((st["seed_var"], st["seed_df"]), (st["row_var"], st["row_df"])):
+        if df > 0 and var > 0:
+            tot += (_t(1 - alpha / 2, df) + _t(power, df)) ** 2 * var
+    return float(np.sqrt(tot))
+
+
+def _p_value(st: Mapping, d: float) -> float:
+    """Two-sided p-value consistent with :func:`halfwidth`: the level at which the interval
+    just reaches 0 (bisection on the level; halfwidth decreases as the level drops)."""
+    if d == 0:
+        return 1.0
+    if st["seed_var"] + st["row_var"] <= 0:
+        return 0.0
+    lo, hi = 1e-15, 1.0  # alpha
+    if halfwidth(st, 1 - lo / 2) < abs(d):
+        return lo
+    for _ in range(60):
+        mid = np.sqrt(lo * hi)
+        if halfwidth(st, 1 - mid / 2) >= abs(d):
+            lo = mid  # interval still covers 0 at this alpha: p is larger
+        else:
+            hi = mid
+    return float(hi)
+
+
+def _t(q: float, df: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(q, df))
+
+
+def _unit(split: str, groups: np.ndarray | None, n: int, c: dict) -> tuple[str, int | None, str | None]:
+    """(unit, number of groups, note) for intervals on ``split``: rows or groups."""
+    if groups is None:
+        return "rows", None, "no group column: rows treated as independent"
+    g = int(len(np.unique(groups)))
+    if c["cluster"] == "rows" or g == n:
+        return "rows", g, None
+    return "groups", g, None
+
+
+def variant_error(runs_v: Mapping, label_names=None, cfg: Mapping | None = None, *, split: str = "test",
+                  where: str = "runs") -> dict:
+    """Mean ``split`` error of one variant over its seeds with a seeds-and-rows t interval.
+
+    ``runs_v``: ``{seed: predictions}``. The interval is :func:`seed_row_variance`'s
+    (rows, or groups when the split has a group column with fewer groups than rows).
+    """
+    c = merge_config(cfg)
+    names = _labels({}, label_names if label_names is not None else _first_names(runs_v))
+    seeds, E, first = _error_matrix(runs_v, where, split, len(names), None, None)
+    groups = first.get("group")
+    unit, g, note = _unit(split, groups, E.shape[1], c)
+    st = seed_row_variance(E, groups if unit == "groups" else None)
+    h = halfwidth(st, 0.5 + c["ci"] / 2)
+    per_seed = E.mean(axis=1)
+    return {"split": split, "rows": int(E.shape[1]), "unit": unit, "groups": g, "note": note,
+            "seeds": seeds, "n_seeds": len(seeds), "error": _r(st["mean"]), "low": _r(max(0.0, st["mean"] - h)),
+            "high": _r(min(1.0, st["mean"] + h)), "se": _r(st["se"]), "df": _r(st["df"]),
+            "per_seed": {sd: _r(x) for sd, x in zip(seeds, per_seed)},
+            "seed_sd": _r(per_seed.std(ddof=1)) if len(seeds) > 1 else None}
+
+
+def _first_names(runs_v: Mapping):
+    for sd in sorted(runs_v, key=_seed_key):
+        r = runs_v[sd]
+        if isinstance(r, Mapping) and r.get("label_names") is not None:
+            return r["label_names"]
+    return None
+
+
 def compare(runs: Mapping, label_names=None, cfg: Mapping | None = None, *, baseline: str = "nosynth",
-            treatment: str = "synth", split: str = "dev") -> dict:
-    """Pooled ``split`` error per variant and the paired difference ``treatment - baseline``.
+            treatment: str = "synth", split: str = "test", level: float | None = None,
+            unfit: Mapping | None = None) -> dict:
+    """Seed-paired difference ``treatment - baseline`` of the ``split`` error, with its verdict.
 
-    ``runs``: ``{variant: {seed: predictions}}`` where ``predictions`` is the mapping
-    :func:`evaluate` takes (its ``split`` entry is used) or that entry itself. Every run
-    must cover the same rows of ``split`` (matched by ``id`` when every run has ids, else by
-    position) with the same labels. ``label_names`` defaults to the first run's
-    ``label_names``.
+    ``runs``: ``{variant: {seed: predictions}}`` (the mapping :func:`evaluate` takes, or its
+    ``split`` entry). Runs are paired by seed: only the seeds both variants have are used
+    (variants trained with one seed share initial weights and real-row order, so the seed
+    noise largely cancels in the per-seed difference); rows are matched by ``id`` (else by
+    position) and must have the same labels.
 
-    Method (hierarchical bootstrap, ``n_boot`` replicates, level ``ci``): each replicate
-    (1) resamples the ``split`` rows once -- or its groups, by the same rule as
-    :func:`evaluate` -- and uses that one resample for every run of every variant (so the
-    difference is paired on the same rows), then (2) resamples each variant's seeds with
-    replacement; a variant's replicate error is the mean, over its resampled seeds, of their
-    error on the resampled rows. The CIs therefore cover both sampling of the dev rows and
-    seed-to-seed training variation (with one seed per variant only the former: noted).
-    Point estimates: the mean over seeds of the per-seed error.
+    Statistics: the (seeds x rows) matrix of per-row error differences goes through
+    :func:`seed_row_variance` (seeds and rows -- or groups -- both random; Satterthwaite df),
+    giving the difference, its standard error and a t interval at level ``ci``; the
+    two-sided p-value of "no difference"; the minimum detectable effect at ``power`` (80%)
+    for a two-sided test at 1 - ``ci``: ``(t(1 - a/2) + t(power)) * se``.
 
-    Verdict (difference = treatment error - baseline error): CI entirely below 0 ->
-    "helps", entirely above 0 -> "hurts", else "no measurable effect".
+    Verdict at ``level`` (the significance level this comparison is tested at; default
+    1 - ``ci``; :func:`compare_all` passes Holm's level): *helps* / *hurts* when p <= level
+    (difference below / above 0); else *equivalent* when the two one-sided tests at
+    ``level`` put the difference inside +-``min_effect`` (the 1 - 2 level interval lies
+    inside the margin); else *inconclusive*. *inconclusive* outright (reason "too few
+    groups") when the split has a group column with fewer than ``min_groups`` groups: no
+    interval over so few speakers / videos can be trusted. ``unfit``: ``{variant: [seeds]}``
+    of runs flagged as not fitted; the comparison lists those it involves.
     """
     c = merge_config(cfg)
     if not isinstance(runs, Mapping) or not runs:
@@ -685,123 +894,205 @@ def compare(runs: Mapping, label_names=None, cfg: Mapping | None = None, *, base
     for v in (baseline, treatment):
         if v not in runs:
             raise ShiftlabError(f"compare: no variant {v!r} in runs (have {', '.join(map(str, runs))})")
-    if baseline == treatment:
-        raise ShiftlabError(f"compare: baseline and treatment are both {baseline!r}")
-    variants = sorted(runs, key=str)
-    first = None
-    for v in variants:
         if not isinstance(runs[v], Mapping) or not runs[v]:
             raise ShiftlabError(f"compare: runs[{v!r}] must be a non-empty mapping {{seed: predictions}}")
-        if first is None:
-            first = runs[v][sorted(runs[v], key=_seed_key)[0]]
-    if label_names is None and isinstance(first, Mapping):
-        label_names = first.get("label_names")
-    names = _labels({}, label_names)
+    if baseline == treatment:
+        raise ShiftlabError(f"compare: baseline and treatment are both {baseline!r}")
+    names = _labels({}, label_names if label_names is not None
+                    else (_first_names(runs[baseline]) or _first_names(runs[treatment])))
     k = len(names)
-
-    cols: list[tuple[str, Any]] = []
-    arrays: list[dict[str, np.ndarray]] = []
-    for v in variants:
-        for sd in sorted(runs[v], key=_seed_key):
-            arrays.append(_run_split(runs[v][sd], f"runs[{v!r}][{sd!r}]", split, k))
-            cols.append((v, sd))
-    use_ids = all("id" in a for a in arrays)
-    ref = arrays[0]
-    if use_ids:
-        if len(np.unique(ref["id"])) != len(ref["id"]):
-            raise ShiftlabError(f"compare: runs[{cols[0][0]!r}][{cols[0][1]!r}].{split}.id has duplicates")
-        order0 = np.argsort(ref["id"], kind="stable")
-        ids = ref["id"][order0]
-    E = np.empty((len(arrays), len(ref["y"])), dtype=np.int64)
-    for j, (a, (v, sd)) in enumerate(zip(arrays, cols)):
-        where = f"compare: runs[{v!r}][{sd!r}].{split}"
-        if len(a["y"]) != len(ref["y"]):
-            raise ShiftlabError(f"{where}: {len(a['y'])} rows, the first run has {len(ref['y'])}")
-        if use_ids:
-            o = np.argsort(a["id"], kind="stable")
-            if not np.array_equal(a["id"][o], ids):
-                raise ShiftlabError(f"{where}: not the same row ids as the first run")
-            y, p = a["y"][o], a["pred"][o]
-            same_y = np.array_equal(y, ref["y"][order0])
-        else:
-            y, p = a["y"], a["pred"]
-            same_y = np.array_equal(y, ref["y"])
-        if not same_y:
-            raise ShiftlabError(f"{where}: labels differ from the first run's on the same rows")
-        E[j] = (y != p).astype(np.int64)
-    groups = ref.get("group")
-    if groups is not None and use_ids:
-        groups = groups[order0]
-    n = E.shape[1]
-    method, note, g = _method(split, groups, n, c)
-    rng = _rng(c, "compare", split)
-    X = _replicates(E, groups if method == "groups" else None, c["n_boot"], rng)  # (n_boot, runs)
-
-    pooled: dict[str, np.ndarray] = {}
-    vout: dict[str, dict] = {}
+    both = [sd for sd in sorted(runs[baseline], key=_seed_key) if sd in runs[treatment]]
+    if not both:
+        raise ShiftlabError(f"compare: {treatment} and {baseline} share no seed, so no paired difference")
+    sb, Eb, fb = _error_matrix({sd: runs[baseline][sd] for sd in both}, f"runs[{baseline!r}]", split, k, None, None)
+    st_, Et, _ = _error_matrix({sd: runs[treatment][sd] for sd in both}, f"runs[{treatment!r}]", split, k,
+                               fb.get("id"), fb["y"])
+    D = Et - Eb
+    groups = fb.get("group")
+    n = D.shape[1]
+    unit, g, note = _unit(split, groups, n, c)
+    st = seed_row_variance(D, groups if unit == "groups" else None)
+    alpha = 1.0 - c["ci"]
+    lvl = alpha if level is None else float(level)
+    d, se, df = st["mean"], st["se"], st["df"]
+    h = halfwidth(st, 1 - alpha / 2)
+    p = _p_value(st, d)
+    mde = minimum_detectable(st, alpha, c["power"])
+    ha = halfwidth(st, 1 - lvl / 2)  # the interval the verdict is read from
+    tost = halfwidth(st, 1 - lvl)
+    equivalent = (d - tost > -c["min_effect"]) and (d + tost < c["min_effect"])
+    too_few = g is not None and g < c["min_groups"]
+    if too_few:
+        verdict, reason = "inconclusive", f"too few groups ({g} < evaluate.min_groups {c['min_groups']})"
+    elif p <= lvl and d != 0:
+        verdict, reason = ("helps" if d < 0 else "hurts"), f"p = {p:.3g} <= level {lvl:.3g}"
+    elif equivalent:
+        verdict, reason = "equivalent", (f"the {100 * (1 - 2 * lvl):.4g}% interval lies inside "
+                                         f"+-{_pts(c['min_effect'])}")
+    else:
+        verdict, reason = "inconclusive", (f"p = {p:.3g} > level {lvl:.3g} and the interval reaches past "
+                                           f"+-{_pts(c['min_effect'])}")
+    involved = []
+    for v in (baseline, treatment):
+        bad = [str(sd) for sd in (unfit or {}).get(v, []) if str(sd) in [str(x) for x in both]]
+        involved += [f"{v} s{sd}" for sd in bad]
     notes = [note] if note else []
-    for v in variants:
-        idx = [j for j, (vv, _) in enumerate(cols) if vv == v]
-        s = len(idx)
-        C = rng.multinomial(s, np.full(s, 1.0 / s), size=c["n_boot"]).astype(np.float64)
-        pooled[v] = (C * X[:, idx]).sum(axis=1) / s
-        per_seed = E[idx].mean(axis=1)
-        lo, hi = _interval(pooled[v], c["ci"])
-        vout[str(v)] = {
-            "seeds": [str(cols[j][1]) for j in idx], "n_seeds": s, "error": _r(per_seed.mean()),
-            "low": _r(lo), "high": _r(hi),
-            "per_seed": {str(cols[j][1]): _r(x) for j, x in zip(idx, per_seed)},
-            "seed_sd": _r(per_seed.std(ddof=1)) if s > 1 else None,
-        }
-        if s == 1:
-            notes.append(f"{v}: one seed, so its CI covers dev-row sampling only, not seed-to-seed variation")
-    diff = float(E[[j for j, (vv, _) in enumerate(cols) if vv == treatment]].mean(axis=1).mean()
-                 - E[[j for j, (vv, _) in enumerate(cols) if vv == baseline]].mean(axis=1).mean())
-    dreps = pooled[treatment] - pooled[baseline]
-    lo, hi = _interval(dreps, c["ci"])
-    verdict = "helps" if hi < 0 else "hurts" if lo > 0 else "no measurable effect"
+    if len(both) == 1:
+        notes.append("one seed: the interval covers row sampling only, not seed-to-seed variation")
+    dropped = sorted(set(map(str, runs[baseline])) ^ set(map(str, runs[treatment])))
+    if dropped:
+        notes.append(f"seeds without a partner left out: {', '.join(dropped)}")
     pct = int(round(100 * c["ci"]))
-    text = (f"{treatment} - {baseline} {split} error: {_pts(diff)} ({pct}% CI {_pts(lo)} to {_pts(hi)}): "
-            f"{treatment} {verdict if verdict != 'no measurable effect' else 'has no measurable effect'}.")
+    text = (f"{treatment} - {baseline} {split} error: {_pts(d)} ({pct}% CI {_pts(d - h)} to {_pts(d + h)}; "
+            f"MDE {_pts(mde).lstrip('+')}): {verdict}")
+    if too_few:
+        text += f" ({reason})"
+    if involved:
+        text += f"; involves runs that did not fit: {', '.join(involved)}"
     return {
-        "split": split, "rows": int(n), "method": method, "groups": g, "n_boot": c["n_boot"], "ci": c["ci"],
-        "seed": c["seed"], "paired_by": "id" if use_ids else "position",
-        "bootstrap": ("hierarchical: per replicate, " + ("groups" if method == "groups" else "rows")
-                      + f" of {split} resampled once and shared by all runs (paired), then each variant's "
-                      "seeds resampled with replacement; variant error = mean over resampled seeds"),
-        "variants": vout,
-        "baseline": str(baseline), "treatment": str(treatment),
-        "difference": {"value": _r(diff), "low": _r(lo), "high": _r(hi)},
-        "verdict": verdict, "text": text, "notes": notes,
+        "split": split, "rows": int(n), "unit": unit, "groups": g, "seeds": [str(x) for x in both],
+        "n_seeds": len(both), "baseline": str(baseline), "treatment": str(treatment), "ci": c["ci"],
+        "method": ("seed-paired: per-seed differences on the same rows; variance of the mean difference from a "
+                   "two-way random-effects ANOVA over seeds x " + ("groups (cluster-robust)" if unit == "groups" else "rows")
+                   + " (seed term on S - 1 df, row term on N - 1 df), interval by Graybill and Wang's modified "
+                   "large-sample method"),
+        "difference": {"value": _r(d), "low": _r(d - h), "high": _r(d + h), "se": _r(se), "df": _r(df),
+                       "seed_se": _r(st["seed_se"]), "row_se": _r(st["row_se"])},
+        "per_seed": {sd: _r(x) for sd, x in zip(sb, D.mean(axis=1))},
+        "p_value": _r(p), "mde": _r(mde), "power": c["power"], "min_effect": c["min_effect"],
+        "level": _r(lvl), "adjusted": {"low": _r(d - ha), "high": _r(d + ha)},
+        "equivalence": {"margin": c["min_effect"], "low": _r(d - tost), "high": _r(d + tost),
+                        "equivalent": bool(equivalent)},
+        "verdict": verdict, "reason": reason, "unfit_runs": involved, "text": text + ".", "notes": notes,
     }
 
 
-def compare_markdown(comparison: Mapping, title: str = "Does synthetic data help?") -> str:
-    """A readable markdown version of :func:`compare`'s result."""
-    c = comparison
-    pct = int(round(100 * c["ci"]))
-    out = [f"# {title}", "", f"**{c['text']}**", ""]
-    rows = [[v, d["n_seeds"], _pct(d["error"]), _ci(d), "" if d["seed_sd"] is None else _pct(d["seed_sd"]),
-             ", ".join(f"{s}: {_pct(x)}" for s, x in d["per_seed"].items())] for v, d in c["variants"].items()]
-    out.append(_table(["variant", "seeds", f"{c['split']} error (mean over seeds)", f"{pct}% CI",
-                       "seed sd", "per seed"], rows))
-    d = c["difference"]
-    out += ["", f"Difference {c['treatment']} - {c['baseline']}: {_pts(d['value'])} ({pct}% CI "
-                f"{_pts(d['low'])} to {_pts(d['high'])}) -> **{c['verdict']}**.", "",
-            f"Method: {c['bootstrap']}; {c['n_boot']} replicates, seed {c['seed']}, {c['rows']:,} {c['split']} rows"
-            + (f" in {c['groups']} groups" if c["groups"] is not None else "")
-            + f", runs paired by {c['paired_by']}. The verdict follows from the CI: below 0 helps, above 0 hurts, "
-              "containing 0 no measurable effect."]
-    out += [f"* {n}" for n in c["notes"]]
+def holm_levels(pvalues: Mapping[str, float], alpha: float) -> dict[str, dict]:
+    """Holm's step-down procedure: per name, its rank, level ``alpha / (m - rank + 1)``,
+    adjusted p-value and whether it is rejected (every smaller p-value rejected too)."""
+    order = sorted(pvalues, key=lambda k: (pvalues[k], k))
+    m = len(order)
+    out, running, still = {}, 0.0, True
+    for j, name in enumerate(order, start=1):
+        lvl = alpha / (m - j + 1)
+        running = max(running, min(1.0, (m - j + 1) * pvalues[name]))
+        still = still and pvalues[name] <= lvl
+        out[name] = {"rank": j, "level": lvl, "p_adjusted": running, "rejected": still}
+    return out
+
+
+def compare_all(runs: Mapping, label_names=None, cfg: Mapping | None = None, *,
+                pairs: Sequence[tuple[str, str]] = (("synth", "nosynth"),), splits: Sequence[str] = ("test", "dev"),
+                unfit: Mapping | None = None) -> dict:
+    """Every ``(treatment, baseline)`` comparison of one scenario on every split, with Holm's
+    correction across the comparisons of a split: comparison ``j`` (by p-value) is tested at
+    ``(1 - ci) / (m - j + 1)`` and can only reject when every smaller p-value did.
+    Returns ``{split: {name: compare() result + holm}}`` with names ``<treatment>`` (baseline
+    nosynth) or ``<treatment>_vs_<baseline>``."""
+    c = merge_config(cfg)
+    alpha = 1.0 - c["ci"]
+    out: dict[str, dict] = {}
+    for split in splits:
+        first = {}
+        for t, b in pairs:
+            name = t if b == "nosynth" else f"{t}_vs_{b}"
+            first[name] = compare(runs, label_names, c, baseline=b, treatment=t, split=split, unfit=unfit)
+        holm = holm_levels({k: v["p_value"] for k, v in first.items()}, alpha)
+        res = {}
+        for (t, b), name in zip(pairs, first):
+            r = compare(runs, label_names, c, baseline=b, treatment=t, split=split, level=holm[name]["level"],
+                        unfit=unfit)
+            if r["verdict"] in ("helps", "hurts") and not holm[name]["rejected"]:
+                # Holm stops at the first non-rejection: later ones cannot reject either
+                r["verdict"], r["reason"] = "inconclusive", (f"p = {r['p_value']:.3g} <= its level, but Holm's "
+                                                             "step-down stopped at a larger p-value first")
+                r["text"] = r["text"].replace(": helps", ": inconclusive").replace(": hurts", ": inconclusive")
+            r["holm"] = {"rank": holm[name]["rank"], "of": len(pairs), "level": _r(holm[name]["level"]),
+                         "p_adjusted": _r(holm[name]["p_adjusted"]), "rejected": bool(holm[name]["rejected"])}
+            res[name] = r
+        out[split] = res
+    return out
+
+
+def unfit_runs(results: Mapping[str, Mapping[str, Mapping]], cfg: Mapping | None = None) -> dict[str, list[str]]:
+    """Runs that did not fit, by the rule fixed in params before any result is seen: the
+    train error of the selected checkpoint above ``fit_max_chance_share`` x chance error
+    (1 - 1/K). ``results``: ``{variant: {seed: evaluate() result}}``. ``{variant: [seeds]}``."""
+    c = merge_config(cfg)
+    out: dict[str, list[str]] = {}
+    for v, by_seed in results.items():
+        for sd, res in by_seed.items():
+            tr = res["splits"].get("train")
+            if tr is None:
+                continue
+            chance = 1.0 - 1.0 / len(res["label_names"])
+            if tr["error"] > c["fit_max_chance_share"] * chance:
+                out.setdefault(str(v), []).append(str(sd))
+    return out
+
+
+def compare_markdown(comparisons: Mapping, variants: Mapping | None = None, title: str = "Does synthetic data help?",
+                     primary: str = "test") -> str:
+    """Markdown of :func:`compare_all`'s result (``{split: {name: comparison}}``) and, when
+    given, the per-variant errors ``{split: {variant: variant_error()}}``."""
+    out = [f"# {title}", ""]
+    splits = list(comparisons)
+    first = next(iter(next(iter(comparisons.values())).values()), None) if comparisons else None
+    if first is None:
+        return "\n".join(out + ["*no comparison*", ""])
+    pct = int(round(100 * first["ci"]))
+    if variants:
+        rows = []
+        for v in next(iter(variants.values())):
+            cells = [v]
+            for sp in splits:
+                d = variants.get(sp, {}).get(v)
+                cells += ["-", "-"] if d is None else [_pct(d["error"]), _ci(d)]
+            d0 = variants[splits[0]][v]
+            cells.append(", ".join(f"s{sd}: {_pct(x)}" for sd, x in d0["per_seed"].items()))
+            rows.append(cells)
+        head = ["variant"] + [h for sp in splits for h in (f"{sp} error", f"{pct}% CI")] + [f"{splits[0]} per seed"]
+        out += [_table(head, rows), ""]
+    rows = []
+    for name, c in comparisons[primary].items():
+        d = c["difference"]
+        row = [f"{c['treatment']} - {c['baseline']}", _pts(d["value"]), f"{_pts(d['low'])} to {_pts(d['high'])}",
+               _pts(c["mde"]).lstrip("+"), f"{c['holm']['level']:.4f}", f"**{c['verdict']}**",
+               f"{c['n_seeds']} / {c['rows']:,}" + ("" if c["groups"] is None else f" / {c['groups']:,}")]
+        for sp in splits:
+            if sp == primary:
+                continue
+            e = comparisons[sp][name]
+            row.append(f"{_pts(e['difference']['value'])} ({_pts(e['difference']['low'])} to "
+                       f"{_pts(e['difference']['high'])}): {e['verdict']}")
+        row.append(", ".join(c["unfit_runs"]) or "-")
+        rows.append(row)
+    head = ["difference", primary, f"{pct}% CI", f"MDE ({int(round(100 * first['power']))}% power)", "Holm level",
+            "verdict", "seeds / rows / groups"] + [f"{sp} (for reference)" for sp in splits if sp != primary] + \
+        ["runs that did not fit"]
+    out += [_table(head, rows), ""]
+    out.append(f"Verdicts are read on **{primary}**, which no choice touched (checkpoints were chosen on dev). "
+               f"Method: {first['method']}. A difference *helps* / *hurts* when its p-value is at or below its "
+               f"Holm-adjusted level (the comparisons of this scenario share a {100 - pct}% family-wise error); "
+               f"*equivalent* when two one-sided tests at that level put it inside +-{_pts(first['min_effect'])} "
+               f"(evaluate.min_effect); otherwise *inconclusive*; and *inconclusive* outright when the split has fewer "
+               f"independent groups than evaluate.min_groups. MDE: the smallest true difference this experiment "
+               f"detects with {int(round(100 * first['power']))}% power at the {100 - pct}% level.")
+    notes = sorted({n for sp in comparisons.values() for c in sp.values() for n in c["notes"]})
+    out += [f"* {n}" for n in notes]
     return "\n".join(out) + "\n"
 
 
-def compare_metrics(comparison: Mapping) -> dict[str, float | int]:
-    """Flat numbers of :func:`compare` for a metrics file."""
-    out: dict[str, float | int] = {}
-    for v, d in comparison["variants"].items():
-        out[f"{v}_error"], out[f"{v}_error_low"], out[f"{v}_error_high"] = d["error"], d["low"], d["high"]
-        out[f"{v}_seeds"] = d["n_seeds"]
+def compare_metrics(comparison: Mapping) -> dict[str, float | int | str]:
+    """Flat numbers of one :func:`compare` result for a metrics file."""
     d = comparison["difference"]
-    out["difference"], out["difference_low"], out["difference_high"] = d["value"], d["low"], d["high"]
+    out: dict[str, float | int | str] = {
+        "difference": d["value"], "difference_low": d["low"], "difference_high": d["high"], "se": d["se"],
+        "df": d["df"], "p_value": comparison["p_value"], "mde": comparison["mde"], "seeds": comparison["n_seeds"],
+        "rows": comparison["rows"], "verdict": comparison["verdict"],
+    }
+    if comparison.get("holm"):
+        out["holm_level"] = comparison["holm"]["level"]
+    if comparison["groups"] is not None:
+        out["groups"] = comparison["groups"]
     return out

@@ -11,6 +11,10 @@
   std; training only, optional SpecAugment (``torchaudio.transforms.FrequencyMasking`` /
   ``TimeMasking``, ``n_freq_masks`` x width < ``freq_mask`` bins, ``n_time_masks`` x width
   < ``time_mask`` frames, masked to 0 = the train mean). Output ``(N, 1, n_mels, T)``.
+  The log-mel features are computed in float64 and rounded to multiples of 1/1024 dB
+  (:data:`FEATURE_GRID`) before float32: MKL's FFT and the vectorised kernels choose their
+  code path by CPU, so float32 features (and, through training, every prediction) used to
+  differ between machines of one kind; now they are the same bytes (tests/test_trainer.py).
 
 All random choices derive from (seed, epoch, sample index): flips and crop offsets via
 :func:`shiftlab.train.data.uniforms` (vectorised); SpecAugment seeds torch's CPU generator
@@ -34,7 +38,10 @@ from shiftlab import seeding
 from shiftlab.errors import ShiftlabError
 from shiftlab.train.data import SplitData, uniforms
 
-__all__ = ["DEFAULTS", "merge", "Frontend"]
+__all__ = ["DEFAULTS", "FEATURE_GRID", "merge", "Frontend"]
+
+#: audio features (log-mel dB, or log) are rounded to multiples of 1 / FEATURE_GRID: bit-stable across CPUs
+FEATURE_GRID = 1024.0
 
 #: the ``frontend`` sub-section of the trainer's params
 DEFAULTS: dict[str, Any] = {
@@ -155,10 +162,17 @@ class Frontend:
             if f_max is not None and f_max > self.sampling_rate / 2:
                 raise ShiftlabError(f"train.frontend.f_max: {f_max:g} Hz is above the Nyquist frequency "
                                     f"{self.sampling_rate / 2:g} Hz")
-            self._mel = torchaudio.transforms.MelSpectrogram(
-                sample_rate=self.sampling_rate, n_fft=c["n_fft"], win_length=c["win_length"],
-                hop_length=c["hop_length"], f_min=c["f_min"], f_max=f_max, n_mels=c["n_mels"], power=2.0,
-            )
+            # built in float64 throughout: a float32 window and mel filterbank, made by vectorised
+            # kernels, already differ in the last bits between CPUs (and would then be converted)
+            prev = torch.get_default_dtype()
+            torch.set_default_dtype(torch.float64)
+            try:
+                self._mel64 = torchaudio.transforms.MelSpectrogram(
+                    sample_rate=self.sampling_rate, n_fft=c["n_fft"], win_length=c["win_length"],
+                    hop_length=c["hop_length"], f_min=c["f_min"], f_max=f_max, n_mels=c["n_mels"], power=2.0,
+                )
+            finally:
+                torch.set_default_dtype(prev)
             self._db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=c["top_db"])
             self._fmask = torchaudio.transforms.FrequencyMasking(c["freq_mask"]) if c["freq_mask"] > 0 else None
             self._tmask = torchaudio.transforms.TimeMasking(c["time_mask"]) if c["time_mask"] > 0 else None
@@ -229,10 +243,17 @@ class Frontend:
             if x.dtype == torch.uint8:
                 return x.float().div_(255.0)
             return x.float()
-        spec = self._module("_mel", x.device)(x.float().unsqueeze(1))  # (N, 1, M, T)
+        # float64, then rounded to a grid of 1/1024 dB (or nat): the FFT and matmul libraries pick
+        # their code path by CPU (MKL, vector width), which moves float32 results in the last bits
+        # and, through training, every prediction; float64 differences are ~1e-13 dB, far below the
+        # grid, so the features are the same bytes on every CPU (and on CUDA) except for values
+        # within ~1e-13 of a grid boundary
+        spec = self._module("_mel64", x.device)(x.double().unsqueeze(1))  # (N, 1, M, T)
         if self.cfg["log"] == "db":
-            return self._module("_db", x.device)(spec)  # 4-D: top_db floor per clip
-        return torch.log(spec + self.cfg["log_eps"])
+            f = self._module("_db", x.device)(spec)  # 4-D: top_db floor per clip
+        else:
+            f = torch.log(spec + self.cfg["log_eps"])
+        return torch.round(f * FEATURE_GRID).div_(FEATURE_GRID).float()
 
     def _normalise(self, f: torch.Tensor) -> torch.Tensor:
         if not self.cfg["normalize"] or self.mean is None:

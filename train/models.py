@@ -90,7 +90,9 @@ def init_weights(model: nn.Module, generator: Optional[torch.Generator] = None) 
 
     Conv2d: Kaiming normal (``mode="fan_out"``, ReLU gain), bias 0. Linear: N(0, 0.01),
     bias 0. BatchNorm: weight 1, bias 0, running stats reset. Then each sub-module with
-    a ``zero_init_()`` method applies it. Raises ``RuntimeError`` if a parameter is
+    an ``init_weights_(generator)`` method re-initialises its own parameters (the
+    non-local block: N(0, 0.01) as in its reference code), and each one with a
+    ``zero_init_()`` method applies it. Raises ``RuntimeError`` if a parameter is
     left uninitialised (a layer type this function does not know).
     """
     done = set()
@@ -115,6 +117,10 @@ def init_weights(model: nn.Module, generator: Optional[torch.Generator] = None) 
                     nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
                     done.update((id(m.weight), id(m.bias)))
+        for m in model.modules():  # blocks with their own (reference) initialisation, same generator
+            own = getattr(m, "init_weights_", None)
+            if callable(own):
+                own(generator)
         for m in model.modules():
             zero = getattr(m, "zero_init_", None)
             if callable(zero):
@@ -420,10 +426,10 @@ _CIFAR_RAN = dict(_IMAGENET_RAN, num_classes=10, width=32, stem_width=32, stem="
                   mask_bottom=8, input_size=(32, 32), final_stride=1)
 
 _register("attention56", ResidualAttentionNet, _RAN,
-          "Residual Attention Network-56, ImageNet layout (paper Table 2)",
+          "Residual Attention Network-56, ImageNet layout of paper Table 2 (stem, units 256-2048)",
           modules=(1, 1, 1), **_IMAGENET_RAN)
 _register("attention92", ResidualAttentionNet, _RAN,
-          "Residual Attention Network-92, ImageNet layout (modules 1/2/3)",
+          "Residual Attention Network-92, ImageNet layout of paper Table 2 (modules 1/2/3)",
           modules=(1, 2, 3), **_IMAGENET_RAN)
 _register("attention56_cifar", ResidualAttentionNet, _RAN,
           "Attention-56, CIFAR layout (3x3 stem, units 128-1024, masks to 8x8/4x4)",
@@ -579,21 +585,31 @@ def _si(n: float) -> str:
 def table(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10) -> str:
     """A printable text table of every registry model for ``input_shape`` (C, H, W).
 
-    Columns: name, parameters, forward GFLOPs per sample (2 per multiply-add), output
-    shape, description. Computed on the meta device, so it is fast even at 224x224.
+    Every model is built for ``input_shape`` and ``num_classes`` (so a layout "of paper
+    Table 2" is counted here at this input, not at the paper's 3x224x224 / 1000 classes
+    unless asked for). Columns: name, parameters, forward MACs (multiply-adds) and FLOPs
+    (2 per multiply-add) per sample, output shape, description; the two header lines say
+    so. Papers' "FLOPs" are usually MACs. Computed on the meta device, so it is fast even
+    at 224x224.
     """
-    rows = [("model", "params", "FLOPs", "output", "description")]
+    rows = [("model", "params", "MACs", "FLOPs", "output", "description")]
     for name in _REGISTRY:
         s = summary(name, input_shape, num_classes)
-        rows.append((name, _si(s["params"]), _si(s["flops"]),
+        rows.append((name, _si(s["params"]), _si(s["macs"]), _si(s["flops"]),
                      "x".join(str(d) for d in s["output_shape"]),
                      _REGISTRY[name].description))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    ncol = len(rows[0]) - 1
+    widths = [max(len(r[i]) for r in rows) for i in range(ncol)]
     shape = "x".join(str(d) for d in input_shape)
-    lines = [f"input {shape}, {num_classes} classes; FLOPs per sample, forward"]
+    lines = [
+        f"every model built for input {shape} and {num_classes} classes (a paper's figures need its input, "
+        f"e.g. --input 3,224,224 --classes 1000)",
+        "per sample, forward: MACs = multiply-adds (what papers usually call FLOPs), FLOPs = 2 x MACs; "
+        "convolutions, matrix products and attention only",
+    ]
     for i, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w)
-                               for j, (c, w) in enumerate(zip(r[:4], widths))) + "  " + r[4])
+                               for j, (c, w) in enumerate(zip(r[:ncol], widths))) + "  " + r[ncol])
         if i == 0:
             lines.append("-" * len(lines[-1]))
     return "\n".join(lines)

@@ -18,21 +18,25 @@ Inputs (paths relative to ``root``; ``<sc>`` = scenario ``images`` | ``audio``)
 * ``metrics/check_<sc>.json``, ``metrics/check_<sc>_narrow.json``: ``{"verdict", "gates",
   "report"}`` of the diversity checks (gate dicts of ``synth.diversity.gate`` /
   ``mixing.diversity.gate``); their PNGs in ``reports/check_<name>/``;
-* ``eval/<sc>/results.json``: ``{"scenario", "label_names", "split", "runs": {variant:
-  {seed: evaluate() result}}, "compare": {treatment: compare() result}}`` and the
+* ``eval/<sc>/results.json`` (``shiftlab evaluate``): ``{"scenario", "label_names",
+  "primary_split", "splits", "runs": {variant: {seed: evaluate() result}}, "variants":
+  {split: {variant: evaluate.variant_error() result}}, "compare": {split: {name:
+  evaluate.compare() result}}, "unfit": {variant: [seeds]}, "fit_rule", "optimal_error",
+  "optimal_error_proxy"}`` and the
   per-run PNGs of :func:`shiftlab.train.evaluate.plots` in ``eval/<sc>/<variant>_s<seed>/``;
 * DVCLive learning curves ``runs/<sc>/<variant>/s<seed>/live/plots/metrics/<split>/error.tsv``
   (columns ``step``, ``error``; step 0 = epoch 1), as logged by the trainer.
 
-Content per scenario: data sizes and what is simulated; dev error per variant with the
-pooled-over-seeds bootstrap CI of :func:`evaluate.compare`, the differences to the
-baseline with CI and verdict, and a chart; the MLY decomposition (mean over seeds) as a
+Content per scenario: data sizes and what is simulated; test (verdict split) and dev error
+per variant with their seeds-and-rows intervals, the seed-paired differences with CI, MDE,
+Holm level, verdict among helps / hurts / equivalent / inconclusive and the runs that did
+not fit, and a chart; the MLY decomposition (mean over seeds) as a
 table and chart; learning curves; one confusion matrix per variant; example grids (images:
 sharp source / synthetic default / synthetic narrow / target frames, same parents in every
 column; audio: log-mel spectrograms of clean source / mix default / mix narrow / target).
 Then a diversity dashboard: every check's gates and verdict, and per scenario whether the
-variant whose check failed had the higher dev error ("did the diversity flags predict
-transfer?"), read from the two variants' errors and CIs.
+variant whose check failed transferred worse ("did the diversity flags predict
+transfer?"), read from the seed-paired narrow - synth comparison on test.
 
 Output files (all written into a temporary directory that replaces ``out_dir`` in one
 rename, :func:`shiftlab.store.atomic_dir`): ``report.md``; ``report.html`` (the same text,
@@ -63,7 +67,8 @@ import numpy as np
 from shiftlab import seeding, store
 from shiftlab.errors import ShiftlabError
 
-__all__ = ["DEFAULTS", "SCENARIOS", "merge_config", "build", "summary_lines", "to_html"]
+__all__ = ["DEFAULTS", "SCENARIOS", "merge_config", "build", "summary_lines", "to_html", "results_block",
+           "update_readme"]
 
 _KEY = "report"
 
@@ -319,24 +324,33 @@ class _Scenario:
         found = set()
         if self.results:
             found |= set(self.results.get("runs", {}) or {})
-            for comp in (self.results.get("compare") or {}).values():
-                found |= set((comp or {}).get("variants", {}) or {})
+            for by_var in (self.results.get("variants") or {}).values():
+                found |= set(by_var or {})
         order = [v for v in self.cfg["variants"] if v in found]
         return order + sorted(found - set(order))
 
-    def comparisons(self) -> dict[str, dict]:
-        return dict(sorted((self.results or {}).get("compare", {}).items())) if self.results else {}
+    def comparisons(self, split: str | None = None) -> dict[str, dict]:
+        """The comparisons of ``split`` (default: the verdict split), by name."""
+        if not self.results:
+            return {}
+        comp = self.results.get("compare") or {}
+        return dict(comp.get(split or self.split_name(), {}) or {})
 
-    def pooled(self) -> dict[str, dict]:
-        """Per-variant pooled error entries of compare() (from the first comparison that has each)."""
-        out: dict[str, dict] = {}
-        for _, comp in self.comparisons().items():
-            for v, d in comp.get("variants", {}).items():
-                out.setdefault(v, d)
-        return out
+    def pooled(self, split: str | None = None) -> dict[str, dict]:
+        """Per-variant error over seeds (evaluate.variant_error) on ``split`` (default: verdict split)."""
+        if not self.results:
+            return {}
+        return dict((self.results.get("variants") or {}).get(split or self.split_name(), {}) or {})
 
     def split_name(self) -> str:
-        return str((self.results or {}).get("split", "dev"))
+        """The split verdicts are read on (test: no choice touched it)."""
+        return str((self.results or {}).get("primary_split", "test"))
+
+    def other_splits(self) -> list[str]:
+        return [s for s in (self.results or {}).get("splits", []) if s != self.split_name()]
+
+    def unfit(self) -> dict[str, list[str]]:
+        return dict((self.results or {}).get("unfit") or {})
 
 
 # --------------------------------------------------------------------------- sections
@@ -522,44 +536,78 @@ def _what_params_say(sc: _Scenario) -> str:
 
 def _dev_error_section(doc: _Doc, sc: _Scenario) -> None:
     split = sc.split_name()
-    doc.add(f"### {split} error per variant", "")
+    doc.add("### Does the synthesis help? (verdicts on test)", "")
     if sc.results is None:
-        _not_run(doc, f"{split} error per variant", sc.results_rel)
+        _not_run(doc, "verdicts", sc.results_rel)
         return
     try:
         comps = sc.comparisons()
         pooled = sc.pooled()
+        others = sc.other_splits()
         if not comps:
             doc.add(f"*comparison: not run* (`{sc.results_rel}` has no `compare` entry).", "")
             return
         first = next(iter(comps.values()))
         pct = int(round(100 * first["ci"]))
-        doc.add(f"Error on the {first['rows']:,} {split} rows" + (f" in {first['groups']} groups" if first.get("groups")
-                                                                    else "")
-                + f", mean over seeds; {pct}% CI: {first['bootstrap']} ({first['n_boot']} replicates).", "")
+        unit = (f"{first['rows']:,} {split} rows" + (f" in {first['groups']:,} groups" if first.get("groups") else ""))
+        doc.add(f"Error on the {unit}, mean over seeds, with its {pct}% interval over seeds and "
+                + ("groups" if first["unit"] == "groups" else "rows") + "; dev (where checkpoints were chosen) "
+                "beside it for reference.", "")
         rows = []
         for v in sc.variants():
             d = pooled.get(v)
             if d is None:
-                rows.append([v, "", "not run", "", "", ""])
+                rows.append([v, "", "not run", "", "", "", ""])
                 continue
-            rows.append([v, d["n_seeds"], _pct(d["error"]), _ci_pct(d),
-                         "" if d.get("seed_sd") is None else _pct(d["seed_sd"]),
-                         ", ".join(f"s{s}: {_pct(x)}" for s, x in sorted(d["per_seed"].items(),
-                                                                         key=lambda kv: _seed_order(kv[0])))])
-        doc.add(*_table(["variant", "seeds", f"{split} error", f"{pct}% CI", "seed sd", "per seed"], rows,
-                        ["l", "r", "r", "r", "r", "l"]), "")
+            cells = [v, d["n_seeds"], _pct(d["error"]), _ci_pct(d)]
+            for o in others:
+                e = sc.pooled(o).get(v)
+                cells += ["-", "-"] if e is None else [_pct(e["error"]), _ci_pct(e)]
+            cells.append(", ".join(f"s{s}: {_pct(x)}" for s, x in sorted(d["per_seed"].items(),
+                                                                       key=lambda kv: _seed_order(kv[0]))))
+            rows.append(cells)
+        head = ["variant", "seeds", f"{split} error", f"{pct}% CI"]
+        for o in others:
+            head += [f"{o} error", f"{o} {pct}% CI"]
+        head.append(f"{split} per seed")
+        doc.add(*_table(head, rows, ["l", "r"] + ["r"] * (len(head) - 3) + ["l"]), "")
         drows = []
         for t in _ordered(comps, sc):
             c = comps[t]
             d = c["difference"]
-            drows.append([f"{c['treatment']} - {c['baseline']}", _pts(d["value"]), _ci_pts(d), f"**{c['verdict']}**"])
-        doc.add(*_table(["difference", "value", f"{pct}% CI", "verdict"], drows, ["l", "r", "r", "l"]), "")
+            cells = [f"{c['treatment']} - {c['baseline']}", _pts(d["value"]), _ci_pts(d), _pts(c["mde"]).lstrip("+"),
+                     f"{c['holm']['level']:.4f}" if c.get("holm") else "-", f"**{c['verdict']}**",
+                     f"{c['n_seeds']} / {c['rows']:,} / " + ("-" if c["groups"] is None else f"{c['groups']:,}")]
+            for o in others:
+                e = sc.comparisons(o).get(t)
+                cells.append("-" if e is None else f"{_pts(e['difference']['value'])} ({_ci_pts(e['difference'])})")
+            cells.append(", ".join(c.get("unfit_runs") or []) or "-")
+            drows.append(cells)
+        head = ["difference", split, f"{pct}% CI", f"MDE ({int(round(100 * first['power']))}% power)", "Holm level",
+                "verdict", "seeds / rows / groups"] + [f"{o} (reference)" for o in others] + ["runs that did not fit"]
+        doc.add(*_table(head, drows, ["l", "r", "r", "r", "r", "l", "r"] + ["r"] * len(others) + ["l"]), "")
         for t in _ordered(comps, sc):
-            doc.add(f"* {comps[t]['text']}")
+            c = comps[t]
+            doc.add(f"* {c['text']} ({c['reason']})")
+        unfit = sc.unfit()
+        rule = (sc.results.get("fit_rule") or {}).get("text", "")
+        doc.add(f"* runs that did not fit ({rule}): "
+                + (", ".join(f"{v} s{s}" for v, ss in unfit.items() for s in ss) or "none") + ".")
         notes = sorted({n for c in comps.values() for n in c.get("notes", [])})
         doc.add(*[f"* note: {n}" for n in notes])
         doc.add("")
+        doc.add(f"How to read it. Variants trained with the same seed share their initial weights and the order in "
+                f"which real rows are drawn, so the per-seed difference cancels most seed-to-seed noise. "
+                f"{first['method'][0].upper() + first['method'][1:]}: the interval covers both the seeds and the "
+                f"sampling of the {split} rows (a simulation in the tests checks its coverage at 3, 5 and 10 seeds). "
+                f"A difference *helps* / *hurts* when its p-value is at or below its Holm level (the "
+                f"{len(comps)} comparisons share one {100 - pct}% family-wise error); *equivalent* when two one-sided "
+                f"tests at that level put it within +-{_pts(first['min_effect']).lstrip('+')} (evaluate.min_effect); "
+                f"*inconclusive* otherwise, and always when the split has fewer independent groups than "
+                f"evaluate.min_groups. The MDE is the smallest true difference this design detects with "
+                f"{int(round(100 * first['power']))}% power: an *inconclusive* verdict with a large MDE means the "
+                f"experiment could not have seen a smaller effect, not that there is none. Verdicts are read on "
+                f"{split}, which no choice touched; checkpoints were chosen on dev, so dev errors are optimistic.", "")
         doc.image(f"{sc.name}_dev_error.png", _dev_error_png(sc, comps, pooled), f"{sc.name}: {split} error per variant")
     except (KeyError, TypeError, AttributeError, ValueError, StopIteration) as e:
         raise _structure(sc.results_rel, e) from None
@@ -585,12 +633,12 @@ def _dev_error_png(sc: _Scenario, comps, pooled) -> bytes:
     ax1.set_xticks(range(len(variants)), variants)
     ax1.set_xlim(-0.5, len(variants) - 0.3)
     ax1.set_ylabel(f"{sc.split_name()} error (%)")
-    ax1.set_title("pooled over seeds (CI), seeds (x)", fontsize=10)
+    ax1.set_title("mean over seeds (CI), seeds (x)", fontsize=10)
     names = _ordered(comps, sc)
     for i, t in enumerate(names):
         c = comps[t]
         d = c["difference"]
-        col = {"helps": "#55a868", "hurts": "#c44e52"}.get(c["verdict"], "#8c8c8c")
+        col = {"helps": "#55a868", "hurts": "#c44e52", "equivalent": "#4c72b0"}.get(c["verdict"], "#8c8c8c")
         ax2.errorbar([i], [100 * d["value"]], yerr=[[100 * (d["value"] - d["low"])], [100 * (d["high"] - d["value"])]],
                      fmt="s", color=col, capsize=6, ms=8, lw=2)
         ax2.annotate(c["verdict"], (i, 100 * d["high"]), textcoords="offset points", xytext=(0, 9), ha="center",
@@ -599,7 +647,7 @@ def _dev_error_png(sc: _Scenario, comps, pooled) -> bytes:
     ax2.set_xticks(range(len(names)), [f"{comps[t]['treatment']} - {comps[t]['baseline']}" for t in names])
     ax2.set_xlim(-0.6, len(names) - 0.4)
     ax2.set_ylabel("difference (points of error)")
-    ax2.set_title("difference to the baseline (CI)", fontsize=10)
+    ax2.set_title("seed-paired difference (CI) and verdict", fontsize=10)
     fig.suptitle(f"{sc.name}", fontsize=11)
     return _png(fig, sc.cfg["dpi"])
 
@@ -635,7 +683,9 @@ def _decomposition_section(doc: _Doc, sc: _Scenario) -> None:
             means[v] = (comp, per)
             diag = "; ".join(f"s{s}: {r['diagnosis']['words']}" for s, r in zip(seeds, res))
             rows.append([v, len(seeds)] + [_pct(e) for e in errs] + [_pts(comp[k]) for k in _COMPONENTS] + [diag])
-        doc.add(f"Mean over seeds of each run's split errors and components (optimal error {_pct(opt)}): avoidable "
+        proxy = (sc.results or {}).get("optimal_error_proxy")
+        doc.add(f"Mean over seeds of each run's split errors and components (optimal error {_pct(opt)}"
+                + (f": {proxy}" if proxy else "") + "): avoidable "
                 "bias = train - optimal, variance = train_dev - train, data mismatch = dev - train_dev, "
                 "dev-test gap = test - dev. Per-run CIs are in `eval/" + sc.name + "/<variant>_s<seed>/`.", "")
         doc.add(*_table(header, rows, ["l"] + ["r"] * (len(header) - 2) + ["l"]), "")
@@ -735,8 +785,8 @@ def _curves_section(doc: _Doc, sc: _Scenario) -> None:
         ax.set_title(f"{m} error", fontsize=10)
     axes[-1].legend(fontsize=7, ncol=max(1, len(variants)))
     fig.suptitle(f"{sc.name}: learning curves (one line per variant / seed)", fontsize=11)
-    doc.add(f"{len(runs)} runs (DVCLive `runs/{sc.name}/<variant>/s<seed>/live`); the last logged {sc.split_name()} "
-            "error per run:", "")
+    doc.add(f"{len(runs)} runs (DVCLive `runs/{sc.name}/<variant>/s<seed>/live`); the last logged dev "
+            "error per run (curves are logged on dev only: test is never looked at during training):", "")
     rows = []
     for v, s, _ in runs:
         last = data.get((v, s, "dev"))
@@ -1024,38 +1074,33 @@ def _prediction_paragraph(sc: _Scenario) -> str:
         if "synth" not in pooled or "narrow" not in pooled:
             return head + "Not run: the comparison lacks the synth or narrow variant."
         s, n = pooled["synth"], pooled["narrow"]
-        nums = (f"dev error narrow {_pct(n['error'])} {_ci_pct(n)} vs synth {_pct(s['error'])} {_ci_pct(s)} "
-                f"(narrow - synth {_pts(n['error'] - s['error'])})")
-        overlap = not (n["low"] > s["high"] or s["low"] > n["high"])
+        split = sc.split_name()
+        comps = sc.comparisons()
+        ns = comps.get("narrow_vs_synth")
+        nums = (f"{split} error narrow {_pct(n['error'])} {_ci_pct(n)} vs synth {_pct(s['error'])} {_ci_pct(s)}")
+        if ns is not None:
+            nums += (f"; narrow - synth {_pts(ns['difference']['value'])} ({_ci_pts(ns['difference'])}, MDE "
+                     f"{_pts(ns['mde']).lstrip('+')}): {ns['verdict']}")
+        nv = ns["verdict"] if ns is not None else None
         flagged = [v for v in ("synth", "narrow") if verdicts[v] == "fail"]
         checks_txt = f"The synth check says {verdicts['synth'].upper()}, the narrow check {verdicts['narrow'].upper()}"
         diffs = []
-        comps = sc.comparisons()
-        for c in (comps[t] for t in _ordered(comps, sc)):
+        for c in (comps[t] for t in _ordered(comps, sc) if t != "narrow_vs_synth"):
             diffs.append(f"{c['treatment']} - {c['baseline']} {_pts(c['difference']['value'])} "
                          f"({_ci_pts(c['difference'])}: {c['verdict']})")
         tail = (" Against the baseline: " + "; ".join(diffs) + ".") if diffs else ""
         if flagged == ["narrow"]:
-            if n["error"] > s["error"] and not overlap:
-                verdict = "Yes: the flagged variant transferred worse, and the two intervals do not overlap"
-            elif n["error"] > s["error"]:
-                verdict = ("In direction only: the flagged variant has the higher error, but the two intervals "
-                           "overlap, so these figures do not establish the difference")
-            elif overlap:
-                verdict = ("No: the flagged variant does not have the higher error, and the two intervals "
-                           "overlap (no measurable difference)")
-            else:
-                verdict = "No: the flagged variant transferred better, and the two intervals do not overlap"
+            verdict = {
+                "hurts": "Yes: the flagged variant transferred measurably worse",
+                "helps": "No: the flagged variant transferred measurably better",
+                "equivalent": "No: the two transferred equally well (within the equivalence margin)",
+            }.get(nv, "Not established: the narrow - synth difference is inconclusive at this power")
             return head + f"{checks_txt}; {nums}. {verdict}.{tail}"
         if flagged == ["synth"]:
-            word = "higher" if s["error"] > n["error"] else "lower or equal"
-            return (head + f"{checks_txt}: the flag is on synth, not on narrow; {nums}: synth has the {word} "
-                    f"error{' (intervals overlap)' if overlap else ''}.{tail}")
+            return head + f"{checks_txt}: the flag is on synth, not on narrow; {nums}.{tail}"
         if flagged:
-            return (head + f"{checks_txt}: both failed, so the checks did not single out a variant; {nums}"
-                    f"{' (intervals overlap)' if overlap else ''}.{tail}")
-        return (head + f"{checks_txt}: neither failed, so there was no flag to test; {nums}"
-                f"{' (intervals overlap)' if overlap else ''}.{tail}")
+            return head + f"{checks_txt}: both failed, so the checks did not single out a variant; {nums}.{tail}"
+        return head + f"{checks_txt}: neither failed, so there was no flag to test; {nums}.{tail}"
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise _structure(sc.results_rel, e) from None
 
@@ -1073,8 +1118,9 @@ def _summary_line(sc: _Scenario) -> str:
             for t in _ordered(comps, sc):
                 c = comps[t]
                 parts.append(f"{c['treatment']} - {c['baseline']} {_pts(c['difference']['value'])} "
-                             f"({_ci_pts(c['difference'])}): {c['verdict']}")
-            out = f"{sc.name}: " + ("; ".join(parts) if parts else "no comparison in " + sc.results_rel)
+                             f"({_ci_pts(c['difference'])}, MDE {_pts(c['mde']).lstrip('+')}): {c['verdict']}")
+            out = f"{sc.name} ({sc.split_name()}): " + ("; ".join(parts) if parts else "no comparison in "
+                                                          + sc.results_rel)
         except (KeyError, TypeError, AttributeError) as e:
             raise _structure(sc.results_rel, e) from None
     checks = []
@@ -1084,11 +1130,59 @@ def _summary_line(sc: _Scenario) -> str:
     return out + "; checks: " + ", ".join(checks)
 
 
+README_START = "<!-- results:start (generated by `shiftlab report --readme`; do not edit by hand) -->"
+README_END = "<!-- results:end -->"
+
+
+def results_block(root: str | Path = ".", cfg: Mapping[str, Any] | None = None) -> str:
+    """README's results section, generated from the run's metrics files (the same text and
+    tables as the report's verdict and decomposition sections, without pictures), so README
+    can never disagree with ``eval/<sc>/results.json``."""
+    c = merge_config(cfg)
+    root = Path(root)
+    params = None
+    if (root / "params.yaml").is_file():
+        from shiftlab import config
+
+        params = config.load(root / "params.yaml")
+    doc = _Doc()
+    for name in c["scenarios"]:
+        sc = _Scenario(root, name, c, params)
+        doc.add(f"#### {name}", "")
+        doc.add(_summary_line(sc), "")
+        sub = _Doc()
+        _dev_error_section(sub, sc)
+        _decomposition_section(sub, sc)
+        for ln in sub.lines:
+            if ln.startswith("### "):
+                doc.add("**" + ln[4:] + "**")
+            elif not ln.startswith("!["):
+                doc.add(ln)
+        doc.add("")
+    return doc.text()
+
+
+def update_readme(readme: str | Path, root: str | Path = ".", cfg: Mapping[str, Any] | None = None) -> bool:
+    """Replace the text between :data:`README_START` and :data:`README_END` in ``readme`` by
+    :func:`results_block`; True when the file changed. A README without the markers is an error."""
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise ShiftlabError(f"{path}: no results markers ({README_START} ... {README_END})")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = head + README_START + "\n\n" + results_block(root, cfg) + "\n" + README_END + tail
+    if new != text:
+        store.write_text(path, new)
+    return new != text
+
+
 def summary_lines(root: str | Path = ".", cfg: Mapping[str, Any] | None = None) -> list[str]:
     """One line per scenario: the differences to the baseline with CI and verdict, the check verdicts.
 
-    E.g. ``images: synth - nosynth -2.1 pts (-3.0 pts to -1.2 pts): helps; narrow - nosynth
-    +0.4 pts (-0.5 pts to +1.3 pts): no measurable effect; checks: synth PASS, narrow FAIL``.
+    E.g. ``images (test): synth - nosynth -2.1 pts (-3.0 pts to -1.2 pts, MDE 1.3 pts): helps;
+    narrow - nosynth +0.4 pts (-0.5 pts to +1.3 pts, MDE 1.3 pts): inconclusive; checks: synth
+    PASS, narrow FAIL``.
     Missing inputs read "not run". Reads only the JSON inputs (fast).
     """
     c = merge_config(cfg)
@@ -1238,8 +1332,9 @@ def _render(root: Path, c: dict) -> tuple[_Doc, list[str]]:
     lines = [_summary_line(sc) for sc in scs]
     doc = _Doc()
     doc.add("# shiftlab report", "")
-    doc.add("Does synthetic training data that looks like the target lower the target (dev) error, and did the "
-            "diversity checks predict which synthesis would transfer? (Machine Learning Yearning ch. 36-43.) Every "
+    doc.add("Does synthetic training data that looks like the target lower the error on the target, and did the "
+            "diversity checks predict which synthesis would transfer? (Machine Learning Yearning ch. 36-43.) Verdicts "
+            "are read on the target's test split, which no choice touched (checkpoints were chosen on dev). Every "
             "number below is read from the pipeline's outputs; errors are fractions of wrong predictions shown in "
             "percent, differences in points; a part whose inputs are missing says *not run*.", "")
     doc.add("## Summary", "")

@@ -286,10 +286,13 @@ def init_distributed(device: str = "auto") -> _Dist:
 
 
 def build_model(cfg: Mapping[str, Any], in_channels: int, num_classes: int,
-                model: nn.Module | Callable[..., nn.Module] | None = None) -> nn.Module:
+                model: nn.Module | Callable[..., nn.Module] | None = None,
+                input_size: Sequence[int] | None = None) -> nn.Module:
     """The network: ``model`` if a module; ``model(in_channels=, num_classes=)`` if a factory
     (called with torch's generator seeded from ``seed`` inside ``fork_rng``); otherwise
-    ``models.create(cfg.model, in_channels=, num_classes=, seed=, **cfg.model_kwargs)``."""
+    ``models.create(cfg.model, in_channels=, num_classes=, seed=, **cfg.model_kwargs)``, with
+    ``input_size`` = the model input's (H, W) unless ``model_kwargs`` sets it (the attention
+    models plan their mask depth from it)."""
     if isinstance(model, nn.Module):
         return model
     if model is not None:
@@ -305,8 +308,10 @@ def build_model(cfg: Mapping[str, Any], in_channels: int, num_classes: int,
         from shiftlab.train import models
     except ImportError as e:  # pragma: no cover - registry written separately
         raise ShiftlabError(f"train.model: the model registry shiftlab.train.models is not available ({e})") from None
-    return models.create(cfg["model"], in_channels=in_channels, num_classes=num_classes, seed=cfg["seed"],
-                         **cfg["model_kwargs"])
+    kwargs = dict(cfg["model_kwargs"])
+    if input_size is not None and "input_size" not in kwargs and "input_size" in models.describe(cfg["model"]):
+        kwargs["input_size"] = [int(v) for v in input_size]
+    return models.create(cfg["model"], in_channels=in_channels, num_classes=num_classes, seed=cfg["seed"], **kwargs)
 
 
 def make_optimizer(net: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -389,8 +394,8 @@ def resolve_epoch_rows(value, train: SplitData) -> int | None:
     """Rows per epoch for the ``epoch_rows`` option: None (all rows), an integer, or "real"."""
     if value is None:
         return None
-    if value == "real":
-        n = int((train.origin != "synthetic").sum())
+    if value == "real":  # the real rows training draws (rows of loss weight 0 are never drawn)
+        n = int(((train.origin != "synthetic") & (train.w.cpu().numpy() > 0)).sum())
         if n == 0:
             raise ShiftlabError("train.epoch_rows: real, but the train split has no real rows")
         return n
@@ -537,9 +542,10 @@ def train(
     data = load_splits(splits, ("train", "train_dev", "dev"), cfg["rows"], audio_length)
     tr = data["train"]
     names = tr.label_names
-    fe = Frontend.fit(tr, fcfg, cfg["seed"], device)
+    active = tr.w.cpu().numpy() > 0  # statistics of the rows training draws (weight-0 rows are never drawn)
+    fe = Frontend.fit(tr if active.all() else tr.take(np.flatnonzero(active)), fcfg, cfg["seed"], device)
     in_channels = fe.in_channels
-    net = build_model(cfg, in_channels, len(names), model).to(device)
+    net = build_model(cfg, in_channels, len(names), model, input_size=fe.output_shape()[1:]).to(device)
     custom = model is not None
     meta = {
         "model": None if custom else cfg["model"], "model_kwargs": {} if custom else dict(cfg["model_kwargs"]),
@@ -744,7 +750,9 @@ def predict(
         if meta["model"] is None and model is None:
             raise ShiftlabError(f"{model_or_ckpt}: trained with a custom model; pass model= to rebuild it")
         cfg = dict(meta["cfg"])
-        net = build_model(cfg, meta["in_channels"], meta["num_classes"], model)
+        shape = meta.get("input_shape")
+        net = build_model(cfg, meta["in_channels"], meta["num_classes"], model,
+                          input_size=None if not shape else shape[1:])
         net.load_state_dict(ck["model"])
     else:
         raise ShiftlabError("predict: model_or_ckpt must be a checkpoint path or the result of train()")
@@ -857,10 +865,15 @@ def main_train(cfg: Mapping[str, Any] | None, splits_path: str | os.PathLike, ou
         "error": errors, "model": res["meta"]["model"] or "<custom>", "rows_selection": cfg["rows"],
         "steps": res["steps"], "epoch_rows": res["epoch_rows"],
     }
-    if metrics_path is not None:
-        store.write_json(metrics_path, metrics)
-    if predictions_path is not None:
-        save_predictions(predictions_path, preds, res["label_names"])
+    # the run's results (metrics and predictions) commit together: an error or interrupt between
+    # them leaves both old (the checkpoints in out_dir are the resumable working state)
+    targets = [t for t in (metrics_path, predictions_path) if t is not None]
+    if targets:
+        with store.outputs(*targets) as tx:
+            if metrics_path is not None:
+                tx.write_json(metrics_path, metrics)
+            if predictions_path is not None:
+                save_predictions(tx[predictions_path], preds, res["label_names"])
     dist.barrier()
     resumed = f", resumed after epoch {res['resumed_from']}" if res["resumed_from"] else ""
     print(
