@@ -272,3 +272,45 @@ def test_synth_shards_merged_by_the_cli_equal_the_unsharded_stage(work):
     assert all(len(store.load(s)) for s in shards)
     _run("merge", work / "merged", *shards)
     assert store.tree_digest(work / "merged") == store.tree_digest(work / "data/synth/blur")
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _fake_runs(root: Path, seed: int):
+    from shiftlab.train import trainer
+
+    rng = np.random.default_rng(seed)
+    names = ["a", "b", "c"]
+    for var, err in (("nosynth", 0.3), ("synth", 0.2), ("narrow", 0.35)):
+        for s in (0, 1, 2):
+            preds = {}
+            for split, n in (("train", 60), ("train_dev", 20), ("dev", 80), ("test", 80)):
+                y = np.arange(n) % 3
+                pred = np.where(rng.random(n) < err, (y + 1) % 3, y)
+                preds[split] = {"y": y, "pred": pred, "id": np.array([f"{split}{i}" for i in range(n)]),
+                                "group": np.array([f"{split}{i}" for i in range(n)])}
+            trainer.save_predictions(root / var / f"s{s}" / "predictions.npz", preds, names)
+
+
+def test_evaluate_failing_before_its_report_keeps_all_three_old(work, monkeypatch):
+    outs = (work / "eval/images", work / "metrics/evaluate_images.json", work / "reports/evaluate_images.md")
+    p = _params(work / "p.yaml", experiment={"variants": ["nosynth", "synth", "narrow"], "seeds": [0, 1, 2]},
+                evaluate={"n_boot": 100})
+    _fake_runs(work / "runs/images", 0)
+    _run("--params", p, "evaluate", "--scenario", "images")
+    old = _digests(*outs)
+    _fake_runs(work / "runs/images", 1)  # other predictions: every output would change
+
+    def failing(*a, **k):  # called after the eval dir and the metrics were written to staging
+        raise KeyboardInterrupt()
+
+    real = cli._evaluate_markdown
+    monkeypatch.setattr(cli, "_evaluate_markdown", failing)
+    assert cli.main(["--params", p, "evaluate", "--scenario", "images"]) == 130
+    assert _digests(*outs) == old
+    assert _leftovers(work) == []
+    monkeypatch.setattr(cli, "_evaluate_markdown", real)
+    _run("--params", p, "evaluate", "--scenario", "images")
+    new = _digests(*outs)
+    assert all(new[k] != old[k] for k in old)

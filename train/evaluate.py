@@ -829,6 +829,9 @@ def _unit(split: str, groups: np.ndarray | None, n: int, c: dict) -> tuple[str, 
     g = int(len(np.unique(groups)))
     if c["cluster"] == "rows" or g == n:
         return "rows", g, None
+    if (g < c["min_groups"] and c["cluster"] == "auto") or g < 2:
+        return "rows", g, (f"only {g} group(s) (< evaluate.min_groups {c['min_groups']}): the interval treats rows as "
+                           "independent and ignores between-group variation, so it understates the uncertainty")
     return "groups", g, None
 
 
