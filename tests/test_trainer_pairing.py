@@ -159,3 +159,31 @@ def test_audio_features_do_not_depend_on_the_cpus_code_paths(tmp_path):
                            capture_output=True, text=True, env=dict(os.environ, **extra))
         out.add(r.stdout.strip().splitlines()[-1])
     assert len(out) == 1
+
+
+def test_train_interrupted_while_writing_results_keeps_metrics_and_predictions_old(tmp_path, monkeypatch):
+    # a run's metrics and predictions commit together: a Ctrl-C after the metrics were staged leaves both old
+    from shiftlab import store
+
+    rest = {"train_dev": images(10, "td", seed=1, domain="source"), "dev": images(12, "dv", seed=2),
+            "test": images(12, "te", seed=3)}
+    store.save(hfds.DatasetDict({"train": images(40, "tr"), **rest}), tmp_path / "s1")
+    store.save(hfds.DatasetDict({"train": images(40, "tr", seed=9), **rest}), tmp_path / "s2")
+    m, p = tmp_path / "m.json", tmp_path / "p.npz"
+    cfg = dict(FAST, model="attention_tiny", model_kwargs={"width": 4, "stem_width": 8}, resume=False)
+    trainer.main_train(cfg, tmp_path / "s1", tmp_path / "run1", m, predictions_path=p, progress=False)
+    old = (m.read_bytes(), p.read_bytes())
+    real = trainer.save_predictions
+
+    def interrupted(path, *a, **k):
+        assert any(q.name.startswith(".m.json.tmp-") for q in tmp_path.iterdir())  # metrics already staged
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_predictions", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.main_train(cfg, tmp_path / "s2", tmp_path / "run2", m, predictions_path=p, progress=False)
+    assert (m.read_bytes(), p.read_bytes()) == old
+    assert not [q for q in tmp_path.iterdir() if ".tmp-" in q.name or ".old-" in q.name]
+    monkeypatch.setattr(trainer, "save_predictions", real)
+    trainer.main_train(cfg, tmp_path / "s2", tmp_path / "run2", m, predictions_path=p, progress=False)
+    assert m.read_bytes() != old[0] and p.read_bytes() != old[1]
