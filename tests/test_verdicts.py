@@ -151,3 +151,19 @@ def test_optimal_error_per_scenario():
     assert ev.for_scenario(cfg, "audio")["optimal_error"] == 0.0
     with pytest.raises(Exception, match="per scenario"):
         ev.evaluate({"dev": {"y": np.array([0, 1]), "pred": np.array([0, 1])}}, NAMES, cfg)
+
+
+def test_seeds_that_agree_exactly_do_not_collapse_the_interval():
+    # 25 rows, three seeds whose per-seed differences happen to be equal (+2 rows each, on other rows):
+    # the seed term is floored at what the per-row noise alone gives, so the interval keeps a width
+    rows = 25
+    ids = np.array([f"r{i}" for i in range(rows)])
+    y = np.zeros(rows, np.int64)
+    base = np.zeros((3, rows), np.int64)
+    treat = np.zeros((3, rows), np.int64)
+    for s in range(3):
+        base[s, [s, s + 3, s + 6]] = 1
+        treat[s, [s + 10, s + 13, s + 16, s + 19, s + 22]] = 1
+    c = ev.compare({"nosynth": _variant(base, ids, y), "synth": _variant(treat, ids, y)}, NAMES, split="test")
+    assert c["per_seed"] == {"0": pytest.approx(0.08), "1": pytest.approx(0.08), "2": pytest.approx(0.08)}
+    assert c["difference"]["high"] - c["difference"]["low"] > 0.05 and c["mde"] > 0.05  # was 0 before the floor

@@ -727,11 +727,12 @@ def seed_row_variance(M: np.ndarray, groups: np.ndarray | None = None) -> dict:
 
     Two-way random-effects model ``M[s, i] = mu + a_i + b_s + c_si`` (row effect, seed effect,
     interaction/noise): the mean over seeds and rows has variance ``var(a)/N + var(b)/S +
-    var(c)/(S N)``, estimated without bias from the ANOVA mean squares as the sum of a seed
-    term ``MS_seed / (S N)`` (the variance of the per-seed means over S: S - 1 df) and a row
-    term ``(MS_row - MS_interaction) / (S N)`` (floored at 0; N - 1 df); with
-    Satterthwaite's degrees of freedom for a t interval (so seed-dominated data get the
-    exact t interval on S - 1 df). With ``groups``
+    var(c)/(S N)``, estimated without bias from the ANOVA mean squares as a seed term
+    ``MS_seed / (S N)`` (the variance of the per-seed means over S: S - 1 df) plus a row term
+    ``(MS_row - MS_interaction) / (S N)`` (floored at 0; N - 1 df). The seed term is floored
+    at the 2.5% quantile of what the interaction noise alone gives the per-seed means, so a
+    few seeds that agree exactly (it happens with few rows) cannot collapse the interval.
+    ``df`` is Satterthwaite's for the sum (informative; intervals use :func:`halfwidth`). With ``groups``
     (speakers, videos), the unit is the group: each seed's errors are summed per group and
     linearised as a ratio estimator (``G/N (T_sg - n_g mu) + mu``), so the row term becomes
     the between-group (cluster-robust) term with G - 1 degrees of freedom. One seed: the
@@ -765,8 +766,20 @@ def seed_row_variance(M: np.ndarray, groups: np.ndarray | None = None) -> dict:
     # var(b)/S + var(c)/(S N): S - 1 df. Row term: the persistent row part var(a)/N, from
     # (MS_row - MS_interaction) / (S U): U - 1 df. Their sum is the unbiased estimate; the
     # t interval takes Satterthwaite's df of the sum (exact t at S - 1 df when seeds dominate).
-    seed_term = ms_seed / su if S > 1 else 0.0
-    row_term = max(ms_unit - ms_int, 0.0) / su if S > 1 else ms_unit / su
+    # seed term: MS_seed / (S U) = (sample variance of the S per-seed means) / S, which holds
+    # var(b)/S + var(c)/(S N): S - 1 df. Row term: the persistent row part var(a)/N, from
+    # (MS_row - MS_interaction) / (S U): N - 1 df. Their sum is the unbiased estimate. When a few
+    # seeds agree exactly (it happens with few rows), MS_seed is implausibly far below the
+    # interaction noise every per-seed mean carries: it is floored at the 2.5% quantile of that
+    # noise alone (MS_interaction x chi2(S-1) quantile / (S-1)), so the interval never collapses
+    if S > 1:
+        from scipy import stats
+
+        q = float(stats.chi2.ppf(0.025, S - 1)) / (S - 1)
+        seed_term = max(ms_seed, q * ms_int) / su
+        row_term = max(ms_unit - ms_int, 0.0) / su
+    else:
+        seed_term, row_term = 0.0, ms_unit / su
     var = seed_term + row_term
     den = (seed_term ** 2 / (S - 1) if S > 1 else 0.0) + row_term ** 2 / (U - 1)
     df = var * var / den if den > 0 else float(U - 1)
@@ -782,8 +795,15 @@ def halfwidth(st: Mapping, q: float) -> float:
     term keeps its own degrees of freedom, so seed-dominated data get the exact t interval
     on S - 1 df and row-dominated data the large-sample one; Satterthwaite's single df is
     liberal in between (about 93.5% for a nominal 95% at 3 seeds in the tests' simulation)."""
-    a = _t(q, st["seed_df"]) ** 2 * st["seed_var"] if st["seed_df"] > 0 else 0.0
-    return float(np.sqrt(a + _t(q, st["row_df"]) ** 2 * st["row_var"]))
+    tot = 0.0
+    for var, df in _parts(st):
+        tot += _t(q, df) ** 2 * var
+    return float(np.sqrt(tot))
+
+
+def _parts(st: Mapping) -> list[tuple[float, float]]:
+    out = [(st["seed_var"], st["seed_df"]), (st["row_var"], st["row_df"])]
+    return [(v, d) for v, d in out if d > 0 and v > 0]
 
 
 def minimum_detectable(st: Mapping, alpha: float, power: float) -> float:
@@ -791,9 +811,8 @@ def minimum_detectable(st: Mapping, alpha: float, power: float) -> float:
     probability ``power``, from the observed variance components (each term on its own df,
     as in :func:`halfwidth`): ``sqrt(sum_k (t(1 - alpha/2, df_k) + t(power, df_k))^2 var_k)``."""
     tot = 0.0
-    for var, df in ((st["seed_var"], st["seed_df"]), (st["row_var"], st["row_df"])):
-        if df > 0 and var > 0:
-            tot += (_t(1 - alpha / 2, df) + _t(power, df)) ** 2 * var
+    for var, df in _parts(st):
+        tot += (_t(1 - alpha / 2, df) + _t(power, df)) ** 2 * var
     return float(np.sqrt(tot))
 
 
@@ -802,7 +821,7 @@ def _p_value(st: Mapping, d: float) -> float:
     just reaches 0 (bisection on the level; halfwidth decreases as the level drops)."""
     if d == 0:
         return 1.0
-    if st["seed_var"] + st["row_var"] <= 0:
+    if not _parts(st):
         return 0.0
     lo, hi = 1e-15, 1.0  # alpha
     if halfwidth(st, 1 - lo / 2) < abs(d):
@@ -931,10 +950,10 @@ def compare(runs: Mapping, label_names=None, cfg: Mapping | None = None, *, base
         verdict, reason = ("helps" if d < 0 else "hurts"), f"p = {p:.3g} <= level {lvl:.3g}"
     elif equivalent:
         verdict, reason = "equivalent", (f"the {100 * (1 - 2 * lvl):.4g}% interval lies inside "
-                                         f"+-{_pts(c['min_effect'])}")
+                                         f"+-{100 * c['min_effect']:.1f} pts")
     else:
         verdict, reason = "inconclusive", (f"p = {p:.3g} > level {lvl:.3g} and the interval reaches past "
-                                           f"+-{_pts(c['min_effect'])}")
+                                           f"+-{100 * c['min_effect']:.1f} pts")
     involved = []
     for v in (baseline, treatment):
         bad = [str(sd) for sd in (unfit or {}).get(v, []) if str(sd) in [str(x) for x in both]]
@@ -957,8 +976,8 @@ def compare(runs: Mapping, label_names=None, cfg: Mapping | None = None, *, base
         "n_seeds": len(both), "baseline": str(baseline), "treatment": str(treatment), "ci": c["ci"],
         "method": ("seed-paired: per-seed differences on the same rows; variance of the mean difference from a "
                    "two-way random-effects ANOVA over seeds x " + ("groups (cluster-robust)" if unit == "groups" else "rows")
-                   + " (seed term on S - 1 df, row term on N - 1 df), interval by Graybill and Wang's modified "
-                   "large-sample method"),
+                   + " (seed term on S - 1 df, row term on N - 1 df), interval by Graybill and Wang's "
+                   "modified large-sample method"),
         "difference": {"value": _r(d), "low": _r(d - h), "high": _r(d + h), "se": _r(se), "df": _r(df),
                        "seed_se": _r(st["seed_se"]), "row_se": _r(st["row_se"])},
         "per_seed": {sd: _r(x) for sd, x in zip(sb, D.mean(axis=1))},

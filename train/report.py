@@ -588,7 +588,7 @@ def _dev_error_section(doc: _Doc, sc: _Scenario) -> None:
         doc.add(*_table(head, drows, ["l", "r", "r", "r", "r", "l", "r"] + ["r"] * len(others) + ["l"]), "")
         for t in _ordered(comps, sc):
             c = comps[t]
-            doc.add(f"* {c['text']} ({c['reason']})")
+            doc.add(f"* {c['text']}" + ("" if c["reason"] in c["text"] else f" ({c['reason']})"))
         unfit = sc.unfit()
         rule = (sc.results.get("fit_rule") or {}).get("text", "")
         doc.add(f"* runs that did not fit ({rule}): "
