@@ -15,7 +15,8 @@ VENV ?= .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Data (BRIEF.md section 4) and tools the default scenario uses.
 APT_PKGS := dataset-fashion-mnist trigger-rally-data asterisk-core-sounds-en-wav saytime \
-            dustracing2d-data openttd-opensfx torcs-data espeak-ng flite git imagemagick
+            dustracing2d-data openttd-opensfx torcs-data espeak-ng flite git imagemagick \
+            festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
 # Every Python package at the exact version of the lock (pip constraints: pins, never extra installs).
 LOCK := constraints.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) 2>/dev/null | sha1sum | cut -c1-12)

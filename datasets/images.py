@@ -94,7 +94,7 @@ def prepare(cfg: dict) -> hfds.Dataset:
     frames_cfg = cfg.get("frames") or {}
     mode = frames_cfg.get("apply", "auto")
     simulate = mode == "on" or (mode == "auto" and kind == "fashion_mnist")
-    if simulate and frames_cfg.get("generator", "shiftlab") == "imagemagick":
+    if simulate and frames_cfg.get("generator", "imagemagick") == "imagemagick":
         from shiftlab.datasets import videotarget
 
         videotarget.require(frames_cfg.get("imagemagick"))  # a missing tool fails before the data is read
@@ -118,10 +118,11 @@ def prepare(cfg: dict) -> hfds.Dataset:
 def simulate_target_frames(ds: hfds.Dataset, frames_cfg: dict | None = None, progress: bool = True) -> hfds.Dataset:
     """Replace every target row's image by a simulated video frame.
 
-    ``frames_cfg["generator"]`` picks the simulator: ``shiftlab`` (default,
-    :mod:`shiftlab.synth.frames`, the other keys of ``frames_cfg``) or ``imagemagick``
-    (:mod:`shiftlab.datasets.videotarget`: ImageMagick motion blur, sensor noise, H.264 or
-    JPEG; its knobs in ``frames_cfg["imagemagick"]``, no code shared with the synthesis).
+    ``frames_cfg["generator"]`` picks the simulator: ``imagemagick`` (default,
+    :mod:`shiftlab.datasets.videotarget`: ImageMagick motion blur, sensor noise, H.264 or
+    JPEG; its knobs in ``frames_cfg["imagemagick"]``, no code shared with the synthesis) or
+    ``shiftlab`` (:mod:`shiftlab.synth.frames`, the other keys of ``frames_cfg``; it shares
+    the synthesis's kernel code, so a gain measured on it overstates transfer).
     A row's degradation is seeded by ``frames.seed`` and the crc32 of its id (stable whatever
     rows are selected); its recipe gains a ``frames`` record that regenerates the frame from
     the sharp image (``regenerate`` of the generator's module). Source rows are untouched.
@@ -129,7 +130,7 @@ def simulate_target_frames(ds: hfds.Dataset, frames_cfg: dict | None = None, pro
     import json
 
     frames_cfg = dict(frames_cfg or {})
-    generator = frames_cfg.pop("generator", "shiftlab")
+    generator = frames_cfg.pop("generator", "imagemagick")
     im_cfg = frames_cfg.pop("imagemagick", None)
     if generator == "imagemagick":
         from shiftlab.datasets import videotarget

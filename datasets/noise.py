@@ -3,10 +3,15 @@
 :func:`prepare` builds one ``Dataset`` in the audio schema from the ``prepare_noise``
 params section: one row per recording, at full length (mono by channel mean,
 resampled to ``sampling_rate``, *not* length-normalised). Recordings that match
-``target_recordings`` get domain ``target`` (held out: only the target dev/test mixes
-may use them); every other selected recording gets domain ``source`` (the bank that
-synthesis draws from). Keeping the two disjoint is the point: a model must not be
-scored on the car noise it was trained with (BRIEF section 4).
+``target_recordings`` get domain ``target`` (held out: only ``shiftlab prepare target``
+uses them, under every target row -- those that go to train as target-train and those of
+dev and test --, and no synthesis bank ever does: :func:`shiftlab.mixing.bank.build`
+reads source-domain rows only and never drives a held-out TORCS car, and ``prepare
+target`` refuses a bank that shares a recording or car with them); every other selected
+recording gets domain ``source`` (the bank that synthesis draws from). Keeping the two
+disjoint is the point: a model must not be scored on car noise its synthetic rows were
+made from (Machine Learning Yearning ch. 39: synthesised data must not overfit to a
+noise the dev/test set shares).
 
 Recording ids (select them with fnmatch patterns in ``recordings``):
 

@@ -613,3 +613,211 @@ def folder_speech(
         for (cls, rel, f, group, row_id), (y, sr, m) in zip(jobs, results)
     ]
     return audio.build_dataset(rows, names)
+
+
+# --------------------------------------------------------------------------- held-out TTS voices (the target)
+
+#: The recorded person behind each flite / festival voice. Voices built from one person's
+#: recordings (flite's kal16 and festival's kal_diphone: the CMU "kal" diphone database;
+#: flite's slt and festival's cmu_us_slt_arctic_hts: the CMU ARCTIC "slt" speaker) are ONE
+#: identity: a voice held out for the target must not share its person with a source voice.
+SPEAKER_OF = {
+    "flite": {"kal": "kal", "kal16": "kal", "awb": "awb", "awb_time": "awb", "rms": "rms", "slt": "slt"},
+    "festival": {"kal_diphone": "kal", "ked_diphone": "ked", "rab_diphone": "rab", "cmu_us_slt_arctic_hts": "slt",
+                 "cmu_us_awb_cg": "awb", "cmu_us_rms_cg": "rms", "cmu_us_slt_cg": "slt"},
+}
+PACKAGES["festival"] = "festival"
+
+
+def voice_identity(engine: str, voice: str) -> str:
+    """Who a TTS voice is: ``espeak-variant/<variant>`` for espeak-ng (the variant sets the
+    timbre: pitch, formants, breathiness; the accent only the pronunciation),
+    ``speaker/<person>`` for flite and festival voices made from a person's recordings
+    (:data:`SPEAKER_OF`), else ``<engine>/<voice>``."""
+    if engine == "espeak":
+        return f"espeak-variant/{voice.split('+', 1)[1] if '+' in voice else voice}"
+    person = SPEAKER_OF.get(engine, {}).get(voice)
+    return f"speaker/{person}" if person else f"{engine}/{voice}"
+
+
+@functools.lru_cache(maxsize=4)
+def list_festival_voices(exe: str | None = None) -> tuple[str, ...]:
+    """Voices of ``festival`` (``(voice.list)``)."""
+    exe = exe or _binary("festival")
+    text = _run([exe, "-b", "(print (voice.list))"], "festival (voice.list)").decode("utf-8", "replace")
+    return tuple(re.findall(r"[A-Za-z0-9_]+", text))
+
+
+def _festival_can_stretch(voice: str) -> bool:
+    """HTS voices ignore festival's Duration_Stretch (measured: festival 2.5, cmu_us_slt_arctic_hts)."""
+    return not voice.endswith("_hts")
+
+
+def _festival_batch(exe: str, voice: str, items: Sequence[tuple[str, int]], tmpdir: str) -> list[tuple[np.ndarray, int]]:
+    """Render ``items`` ((word, speed) pairs) with ONE festival process (its start-up costs ~0.3 s).
+
+    ``festival -b script.scm``: ``(voice_<voice>)``, then per item
+    ``(Parameter.set 'Duration_Stretch 175/speed)`` (diphone voices) and
+    ``(utt.save.wave (utt.synth (Utterance Text "<word>")) "<file>" 'riff)``.
+    """
+    d = Path(tempfile.mkdtemp(prefix=f"festival-{voice}-", dir=tmpdir))
+    lines = [f"(voice_{voice})"]
+    files = []
+    for k, (word, speed) in enumerate(items):
+        f = d / f"{k}.wav"
+        files.append(f)
+        if _festival_can_stretch(voice):
+            lines.append(f"(Parameter.set 'Duration_Stretch {ESPEAK_DEFAULT_SPEED / speed:.6f})")
+        text = word.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{f}" \'riff)')
+    script = d / "render.scm"
+    script.write_text("\n".join(lines) + "\n")
+    _run([exe, "-b", str(script)], f"festival voice {voice}")
+    out = []
+    for (word, speed), f in zip(items, files):
+        if not f.is_file():
+            raise ShiftlabError(f"festival voice {voice} saying {word!r}: wrote no audio (is the voice installed?)")
+        out.append(audio.read_audio(f, name=f"festival voice {voice} saying {word!r}"))
+    shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def heldout_espeak_voices(source_identities, k: int | None, seed: int, exe: str | None = None,
+                          key: str = "target_mix.tts") -> list[str]:
+    """espeak-ng voices for the target: ONE voice per variant that no source voice uses.
+
+    The variants whose identity (:func:`voice_identity`) is not in ``source_identities``,
+    sorted; ``k`` of them (None = all) by a seeded permutation; each gets one accent, drawn
+    per variant from ``seeding.sample_rng(seed, 0, "target_accent", variant)`` (so the
+    voices are disjoint from the source by variant, and from each other).
+    """
+    accents, variants = _espeak_catalogue(exe or _binary("espeak-ng"))
+    src = set(source_identities)
+    free = [v for v in variants if voice_identity("espeak", f"x+{v}") not in src]
+    if k is not None:
+        if k > len(free):
+            raise ShiftlabError(f"{key}.espeak_variants: {k} asked, but only {len(free)} espeak-ng variants are not "
+                                f"used by a source voice")
+        perm = seeding.sample_rng(seed, 0, "target_variants").permutation(len(free))
+        free = sorted(free[i] for i in perm[:k])
+    return [f"{accents[int(seeding.sample_rng(seed, 0, 'target_accent', v).integers(len(accents)))]}+{v}" for v in free]
+
+
+def heldout_tts_speech(
+    vocabulary,
+    sampling_rate: int,
+    n_samples: int,
+    source_voices: Sequence[tuple[str, str]] = (),
+    espeak_variants: int | str = "all",
+    flite_voices: Sequence[str] = (),
+    festival_voices: Sequence[str] = (),
+    speed: Sequence[int] = (130, 200),
+    pitch: Sequence[int] = (25, 75),
+    takes: int = 1,
+    seed: int = 0,
+    workers: int = 0,
+    silence_db: float = SILENCE_DB,
+    min_seconds: float = MIN_SECONDS,
+    key: str = "target_mix.tts",
+) -> hfds.Dataset:
+    """Target-domain words from TTS voices the source never uses (disjoint by voice identity).
+
+    ``source_voices``: the (engine, voice) pairs of the source rows; a voice whose
+    :func:`voice_identity` is one of theirs is refused (a one-line error naming it), and so
+    is a named voice that is not installed. Voices: :func:`heldout_espeak_voices`
+    (``espeak_variants``: ``all`` = every free variant, or how many; 0 = none), the named flite voices and festival
+    voices (Debian ``festival`` + ``festvox-*``: kal_diphone, ked_diphone,
+    cmu_us_slt_arctic_hts). Every voice says every word ``takes`` times, speed and pitch
+    drawn per take by :func:`tts_draw` (espeak-ng: ``-s``/``-p``; flite and festival
+    diphone voices: duration stretch ``175/speed``, no pitch; festival HTS voices ignore the
+    stretch, so they get ONE take and record speed null).
+
+    Rows: domain ``target``, origin ``real`` (synthetic voices, but the target's speech
+    as given: nothing of the source made them), id ``<engine>/<voice>/<word>/<take>``,
+    group = the voice identity's group: ``espeak/<accent>+<variant>`` (one voice per
+    variant) or ``speaker/<person>`` (e.g. speaker/kal = flite kal16 + festival
+    kal_diphone: one person, one group); recipe = engine, voice, identity, word, speed,
+    pitch, take, seed, native sampling rate, ``"heldout": true``. Sorted by (engine, voice,
+    word in vocabulary order, take) whatever order the ``workers`` threads finish in.
+    """
+    vocab = resolve_vocabulary(vocabulary)
+    src_ids = {voice_identity(e, v) for e, v in source_voices}
+    exes = {}
+    voices: list[tuple[str, str]] = []
+    if espeak_variants == "all" or espeak_variants:
+        exes["espeak"] = _binary("espeak-ng")
+        k = None if espeak_variants == "all" else int(espeak_variants)
+        voices += [("espeak", v) for v in heldout_espeak_voices(src_ids, k, seed, exes["espeak"], key)]
+    for engine, names, lister in (("flite", flite_voices, list_flite_voices),
+                                  ("festival", festival_voices, list_festival_voices)):
+        names = list(names or [])
+        if not names:
+            continue
+        exes[engine] = _binary(engine)
+        known = lister(exes[engine])
+        bad = [v for v in names if v not in known]
+        if bad:
+            raise ShiftlabError(f"{key}.{engine}_voices: unknown {engine} voice(s) {', '.join(bad)}; installed: "
+                                f"{', '.join(known)}")
+        if len(set(names)) != len(names):
+            raise ShiftlabError(f"{key}.{engine}_voices: a voice is listed twice")
+        for v in sorted(names):
+            ident = voice_identity(engine, v)
+            if ident in src_ids:
+                raise ShiftlabError(f"{key}.{engine}_voices: {v} is {ident}, a voice the source uses "
+                                    f"(prepare_speech.tts); target voices must be held out")
+            voices.append((engine, v))
+    if not voices:
+        raise ShiftlabError(f"{key}: no voices (espeak_variants 0 and no flite or festival voices)")
+    units = []  # festival voices first (one process each, the longest units), then one unit per clip
+    clips = []  # (engine, voice, word, take, speed, pitch) in row order
+    for engine, voice in voices:
+        n_takes = 1 if engine == "festival" and not _festival_can_stretch(voice) else int(takes)
+        batch = []
+        for word in vocab:
+            for take in range(n_takes):
+                s, p = tts_draw(seed, engine, voice, word, take, speed, pitch)
+                if engine != "espeak":
+                    p = None
+                if engine == "festival" and not _festival_can_stretch(voice):
+                    s = None
+                job = (engine, voice, word, take, s, p)
+                clips.append(job)
+                batch.append(job)
+        if engine == "festival":
+            units.insert(0, ("festival", voice, batch))
+        else:
+            units += [("clip", None, [job]) for job in batch]
+
+    with tempfile.TemporaryDirectory(prefix="shiftlab-tts-target-") as tmp:
+
+        def work(unit):
+            kind, voice, jobs = unit
+            if kind == "festival":
+                outs = _festival_batch(exes["festival"], voice, [(j[2], j[4] or ESPEAK_DEFAULT_SPEED) for j in jobs],
+                                       tmp)
+            else:
+                j = jobs[0]
+                outs = [_synth((j[0], j[1], j[2], j[3], j[4], j[5] if j[5] is not None else 50), exes, tmp)]
+            res = {}
+            for j, (x, sr) in zip(jobs, outs):
+                audio.check_speech_clip(x, sr, f"{j[0]} voice {j[1]} (speed {j[4]}, pitch {j[5]}) saying {j[2]!r}",
+                                        silence_db, min_seconds, key)
+                res[j] = (audio.to_mono_rate(x, sr, sampling_rate, n_samples), sr)
+            return res
+
+        done = {}
+        for r in audio.map_ordered(work, units, workers, "synthesising held-out voices"):
+            done.update(r)
+    rows = []
+    for job in clips:
+        engine, voice, word, take, s, p = job
+        y, sr = done[job]
+        ident = voice_identity(engine, voice)
+        rows.append(dict(
+            id=f"{engine}/{voice}/{word}/{take}", audio=y, sampling_rate=sampling_rate, label=word, domain="target",
+            group=f"espeak/{voice}" if engine == "espeak" else ident,
+            recipe=store.recipe(source="tts", engine=engine, voice=voice, identity=ident, word=word, speed=s, pitch=p,
+                                take=take, seed=seed, sampling_rate=sr, heldout=True),
+        ))
+    return audio.build_dataset(rows, vocab)

@@ -105,9 +105,13 @@ _KEY = "synth_mix.bank"
 #: The ``synth_mix.bank`` params section.
 DEFAULTS: dict[str, Any] = {
     # which noise: "real" = the source-domain rows of data/prepared/noise, "folder" = the
-    # audio files under `folder`, "virtual" = n_cars virtual cars (mixing.cars)
-    "sources": ["real", "virtual"],
-    "recordings": ["*"],  # fnmatch patterns over the real recording ids (source domain only)
+    # audio files under `folder`, "virtual" = n_cars virtual cars (mixing.cars), "torcs" below.
+    # Default: real cars only (the TORCS cars not held out, driven) + the other real recordings
+    "sources": ["real", "torcs"],
+    # fnmatch patterns over the real recording ids (source domain only); the raw TORCS engine
+    # loops are left to "torcs", which drives them
+    "recordings": ["trigger_rally/*", "dustracing2d/*", "openttd/*", "torcs/road-ride", "torcs/out_of_road*",
+                   "torcs/skid*", "torcs/axle", "torcs/turbo1", "torcs/backfire_loop"],
     "folder": None,  # a folder of noise files (files in one sub-folder form one group)
     "n_cars": 40,  # virtual cars (each its own group)
     "seconds_per_car": 20.0,  # seconds rendered per virtual car

@@ -1,35 +1,53 @@
-"""The embedded default's target domain: real speech under held-out real car noise.
+"""The audio scenario's target domain: speech under held-out REAL car noise.
 
-The project's real target speech (trigger-rally's codrivers) was recorded in a quiet
-room, so on its own it does not sound "recorded in a car". :func:`make_target` gives the
-embedded default a mismatch worth fixing: every **target-domain** speech row is mixed
-with a **target-domain** noise recording (``data/prepared/noise`` rows with domain
-``target``: trigger-rally's engine, gravel and wind, held out from the synthesis bank),
-at an SNR drawn from ``target_snr_db``. Source rows are returned untouched (same values,
-same recipe), so the synthesis stage still sees clean source speech.
+``target_mix.speech`` chooses the target speech:
 
-What is real and what is simulated: both ingredients are real recordings (real human
-speech, real recorded vehicle noise), so ``origin`` stays ``real``; their combination
-is simulated (the speakers were not in a car). Each mixed row's ``recipe`` (the original
-recipe JSON) gains a ``target_mix`` object: ``noise``, ``noise_group``, ``offset``,
-``length``, ``loops``, ``snr_db``, ``speech_gain``, ``noise_gain``, ``peak_limit``,
-``seed`` (row seed), ``index`` and ``"simulated": true``.
+* ``tts`` (the default): words from TTS voices the source never uses
+  (:func:`shiftlab.datasets.speech.heldout_tts_speech`: one espeak-ng voice per variant no
+  source voice uses, the named flite voices and Debian festival voices; a voice sharing its
+  identity -- espeak variant, or the recorded person behind a flite/festival voice -- with a
+  source voice is an error). They replace the prepared speech's target rows. Only the
+  noise differs in kind from the source (the voices are synthetic on both sides), so the
+  mismatch the synthesis must close is the noise, and with ~75 voices (groups) dev and
+  test have power.
+* ``real``: the prepared speech's target rows as they are (trigger-rally's codrivers,
+  real human speech recorded in a quiet room).
+
+Every **target-domain** speech row is mixed with **target-domain** noise: the rows of
+``data/prepared/noise`` with domain ``target`` (``prepare_noise.target_recordings``:
+held out from every synthesis bank) matching ``recordings``. A TORCS engine loop among
+them (recipe source ``torcs``, kind ``engine``) is not used raw: its car is driven through
+``torcs_drives`` RPM trajectories of ``seconds_per_drive`` seconds
+(:mod:`shiftlab.mixing.rpm`, the loop read from its original file as the synthesis bank
+does; drive ``j`` of car ``c`` voices the car's loop ``j mod n`` with the recipe of
+``seeding.sample_seed(seed, j, "target_drive", c)``: the target's own seeds), id
+``torcs/<car>/drive<j>``, group ``torcs/<car>``. The SNR comes from ``target_snr_db``
+(the target's own prior, not ``synth_mix.snr_db``). Source rows are returned untouched
+(same values, same recipe), so the synthesis stage still sees clean source speech.
+
+What is real and what is simulated: the noise is real recordings (real cars, re-pitched
+along a drive); the speech is synthetic voices (``tts``) or real people (``real``); their
+combination is simulated (nobody spoke in those cars). ``origin`` stays ``real`` (these
+rows are the target as given, not synthesis). Each mixed row's ``recipe`` (the original
+recipe JSON) gains a ``target_mix`` object: ``noise``, ``noise_group``,
+``noise_recording``, ``offset``, ``length``, ``loops``, ``snr_db``, ``speech_gain``,
+``noise_gain``, ``peak_limit``, ``seed`` (row seed), ``index`` and ``"simulated": true``.
 
 Rows and randomness: target rows are numbered by id order (``p``); row ``p`` takes draw
 ``p`` of a :func:`shiftlab.mixing.bank.plan_draws` plan over the target noise
 (``seeding.sample_rng(seed, 0, "target_plan")``, per-recording cap
-``max_source_share``; the default spreads the rows evenly over the recordings) and the
-SNR ``default_rng(seeding.sample_seed(seed, p, "target_mix")).uniform(*target_snr_db)``.
+``max_source_share``) and the SNR
+``default_rng(seeding.sample_seed(seed, p, "target_mix")).uniform(*target_snr_db)``.
 The mix is :func:`shiftlab.mixing.mix.mix` (exact power SNR, clipping guard), on the CPU.
 
-Leakage guard: if the synthesis bank is given, a target noise recording that is also in
-it (same id, same group, or the same samples under another id) is an error -- a model
-must never be scored on the noise it was trained with. ``bank_names`` does the same
-without building any bank: the :class:`shiftlab.mixing.bank.Names` of each synthesis
-bank section (``shiftlab prepare target`` resolves every ``synth_mix*`` section with
-:func:`shiftlab.mixing.bank.names`); a target recording that one of them draws from, or
-whose group (its car, for TORCS recordings) is one of its groups, is a one-line error
-naming both.
+Leakage guard: if the synthesis bank is given, a target noise clip that is also in it
+(same id, same group, or the same samples under another id) is an error -- a model must
+never be scored on the noise it was trained with. ``bank_names`` does the same without
+building any bank: the :class:`shiftlab.mixing.bank.Names` of each synthesis bank
+section (``shiftlab prepare target`` resolves every ``synth_mix*`` section with
+:func:`shiftlab.mixing.bank.names`); a target recording (or the loop a target drive
+voices) that one of them draws from, or whose group (its car, for TORCS recordings) is one
+of its groups, is a one-line error naming both.
 """
 
 from __future__ import annotations
@@ -50,14 +68,31 @@ __all__ = ["DEFAULTS", "check_cfg", "make_target"]
 _KEY = "target_mix"
 
 #: Defaults of the ``target_mix`` params section.
+TTS_DEFAULTS: dict[str, Any] = {
+    "espeak_variants": "all",  # espeak-ng variants no source voice uses, one voice each: all | how many (0 = none)
+    "flite_voices": ["kal16", "slt"],  # flite voices (their person must not be a source voice's)
+    "festival_voices": ["cmu_us_slt_arctic_hts", "kal_diphone", "ked_diphone"],  # Debian festvox-* voices
+    "speed": [130, 200],  # words per minute, drawn per take
+    "pitch": [25, 75],  # espeak-ng pitch 0-99, drawn per take
+    "takes": 2,  # utterances per word per voice (festival HTS voices: 1, they ignore the speed)
+    "workers": 0,  # synthesis threads; 0 = all cores
+}
+
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
-    "target_snr_db": [0.0, 20.0],  # SNR range (uniform) of the target mixes, dB
+    "speech": "tts",  # tts: held-out TTS voices (tts below) | real: the prepared speech's target rows (codrivers)
+    "tts": TTS_DEFAULTS,
+    "target_snr_db": [-5.0, 15.0],  # SNR range (uniform) of the target mixes, dB: the target's own prior
     "recordings": ["*"],  # fnmatch patterns over the target-domain noise ids
-    "max_source_share": 0.34,  # per-recording cap of the target draws (3 recordings: even split)
+    "torcs_drives": 8,  # RPM drives per held-out TORCS car (0 = its raw loops)
+    "seconds_per_drive": 20.0,
+    "drive": {},  # RPM trajectory range overrides (shiftlab.mixing.rpm.DEFAULT_RANGES keys)
+    "max_source_share": 0.2,  # per-group cap of the target draws (5 held-out cars: even split)
     "min_segment_db": bank_mod.SILENCE_DB,
     "peak_limit": 1.0,
 }
+
+SPEECHES = ("tts", "real")
 
 
 def check_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -77,7 +112,51 @@ def check_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     c["recordings"] = list(rec)
     c["max_source_share"] = bank_mod._number(c, "max_source_share", _KEY, 0.0, 1.0, lo_open=True)
     c["min_segment_db"] = bank_mod._number(c, "min_segment_db", _KEY, -200.0, 0.0)
+    if c["speech"] not in SPEECHES:
+        raise ShiftlabError(f"{_KEY}.speech: must be one of {', '.join(SPEECHES)}, got {c['speech']!r}")
+    c["tts"] = _check_tts(c["tts"])
+    k = c["torcs_drives"]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= 1000:
+        raise ShiftlabError(f"{_KEY}.torcs_drives: must be an integer in [0, 1000], got {k!r}")
+    c["torcs_drives"] = int(k)
+    c["seconds_per_drive"] = bank_mod._number(c, "seconds_per_drive", _KEY, 0.0, 3600.0, lo_open=True)
+    from shiftlab.mixing import rpm
+
+    if c["drive"] is None:
+        c["drive"] = {}
+    rpm.check_ranges(c["drive"], f"{_KEY}.drive")  # validate; keep the user's (short) overrides
+    c["drive"] = dict(c["drive"])
     return c
+
+
+def _int_range(v, where: str, lo: int, hi: int) -> list[int]:
+    ok = (isinstance(v, (list, tuple)) and len(v) == 2
+          and all(not isinstance(x, bool) and isinstance(x, (int, np.integer)) for x in v))
+    if not ok or not lo <= v[0] <= v[1] <= hi:
+        raise ShiftlabError(f"{where}: must be [low, high], integers with {lo} <= low <= high <= {hi}, got {v!r}")
+    return [int(v[0]), int(v[1])]
+
+
+def _check_tts(t) -> dict[str, Any]:
+    where = f"{_KEY}.tts"
+    t = bank_mod._merge(TTS_DEFAULTS, t, where)
+    v = t["espeak_variants"]
+    if v != "all" and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+        raise ShiftlabError(f"{where}.espeak_variants: must be 'all' or an integer >= 0, got {v!r}")
+    t["espeak_variants"] = v if v == "all" else int(v)
+    for k in ("flite_voices", "festival_voices"):
+        names = t[k] if t[k] is not None else []
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+            raise ShiftlabError(f"{where}.{k}: must be a list of voice names, got {t[k]!r}")
+        t[k] = list(names)
+    t["speed"] = _int_range(t["speed"], f"{where}.speed", 80, 450)
+    t["pitch"] = _int_range(t["pitch"], f"{where}.pitch", 0, 99)
+    for k, lo, hi in (("takes", 1, 100), ("workers", 0, 256)):
+        n = t[k]
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not lo <= n <= hi:
+            raise ShiftlabError(f"{where}.{k}: must be an integer in [{lo}, {hi}], got {n!r}")
+        t[k] = int(n)
+    return t
 
 
 def _clip_hashes(a: bank_mod.BankArrays) -> dict[str, str]:
@@ -99,17 +178,103 @@ def _check_disjoint(target: bank_mod.BankArrays, source: bank_mod.BankArrays) ->
             raise ShiftlabError(f"{_KEY}: target noise {cid} has the same samples as bank clip {hashes[h]}")
 
 
-def _check_names(target: bank_mod.BankArrays, bank_names: Mapping[str, bank_mod.Names]) -> None:
+def _check_names(target: bank_mod.BankArrays, bank_names: Mapping[str, bank_mod.Names],
+                 recording: Mapping[str, str] | None = None) -> None:
     for section in sorted(bank_names):
         nm = bank_names[section]
         for i, cid in enumerate(target.ids):
             g = target.groups[i]
+            rec = (recording or {}).get(cid, cid)
+            if rec != cid and rec in nm.recordings:
+                raise ShiftlabError(f"{_KEY}: target noise {cid} voices {rec}, which the {section} bank also draws "
+                                    f"from (held-out noise must not be used for synthesis; remove it from "
+                                    f"{section}.bank)")
             if cid in nm.recordings:
                 raise ShiftlabError(f"{_KEY}: target noise {cid} is also in the {section} bank (held-out noise must "
                                     f"not be used for synthesis; remove it from {section}.bank)")
             if g in nm.groups:
                 raise ShiftlabError(f"{_KEY}: target noise {cid} comes from {g}, which the {section} bank also draws "
                                     f"from (a held-out car or recording must not be used for synthesis)")
+
+
+def _recipe(text) -> dict:
+    try:
+        r = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return r if isinstance(r, dict) else {}
+
+
+def _tts_target(speech, c: dict):
+    """``speech`` with its target rows replaced by held-out TTS voices (``speech: tts``)."""
+    from shiftlab.datasets import schema
+    from shiftlab.datasets import speech as speech_mod
+
+    m = bank_mod._meta(speech, ("domain", "sampling_rate", "recipe"))
+    src = np.flatnonzero(np.asarray(m["domain"]).astype(str) == "source")
+    if not len(src):
+        raise ShiftlabError(f"{_KEY}.speech: tts needs the source rows of the prepared speech (none found)")
+    voices = set()
+    for i in src:
+        r = _recipe(m["recipe"][i])
+        if r.get("source") == "tts" and r.get("engine") and r.get("voice"):
+            voices.add((str(r["engine"]), str(r["voice"])))
+    _, offs = bank_mod.audio_arrays(speech.select(src[:1].tolist()))
+    sr, n = int(m["sampling_rate"][src[0]]), int(offs[1])
+    t = c["tts"]
+    tgt = speech_mod.heldout_tts_speech(
+        schema.label_names(speech), sr, n, sorted(voices), t["espeak_variants"], t["flite_voices"],
+        t["festival_voices"], t["speed"], t["pitch"], t["takes"], c["seed"], t["workers"], key=f"{_KEY}.tts")
+    src_ids = set(speech.select(src.tolist())["id"])
+    clash = sorted(src_ids & set(tgt["id"]))
+    if clash:
+        raise ShiftlabError(f"{_KEY}.tts: target row {clash[0]} has the id of a source row")
+    src_groups = set(speech.select(src.tolist())["group"])
+    clash = sorted(src_groups & set(tgt["group"]))
+    if clash:
+        raise ShiftlabError(f"{_KEY}.tts: target voice group {clash[0]} is also a source group")
+    return schema.concat([bank_mod.take(speech, src.tolist()), tgt])
+
+
+def _drive_torcs(tb, c: dict):
+    """The target noise bank with each held-out TORCS car driven ``torcs_drives`` times (module docstring)."""
+    from shiftlab.datasets import audio
+    from shiftlab.mixing import rpm
+
+    k = c["torcs_drives"]
+    m = bank_mod._meta(tb, ("id", "group", "recipe"))
+    ids = [str(i) for i in m["id"]]
+    recs = [_recipe(r) for r in m["recipe"]]
+    by_car: dict[str, list[int]] = {}
+    for i, r in enumerate(recs):
+        if k and r.get("source") == "torcs" and r.get("kind") == "engine" and r.get("car"):
+            by_car.setdefault(str(r["car"]), []).append(i)
+    if not by_car:
+        return tb
+    sr = int(tb[0]["sampling_rate"])
+    cars = sorted(by_car)
+
+    def work(car):
+        loops = sorted(by_car[car], key=lambda i: ids[i])
+        levels, out = {}, []
+        for j in range(k):
+            i = loops[j % len(loops)]
+            if i not in levels:
+                x, xsr = audio.read_audio(recs[i]["file"])
+                levels[i] = rpm.LoopLevels(x, xsr, sr, ids[i])
+            s = seeding.sample_seed(c["seed"], j, "target_drive", car)
+            recipe = rpm.sample_recipe(s, c["seconds_per_drive"], sr, c["drive"], ids[i], None)
+            out.append(dict(id=f"torcs/{car}/drive{j}", audio=rpm.render(recipe, levels[i]), sampling_rate=sr,
+                            label="torcs_car", domain="target", origin="real", group=f"torcs/{car}",
+                            recipe=store.recipe(source="torcs_drive", car=car, recording=ids[i],
+                                                file=recs[i]["file"], drive_seed=s, index=j, drive=recipe)))
+        return out
+
+    driven = [row for rows in audio.map_ordered(work, cars, c["tts"]["workers"], "driving held-out TORCS cars",
+                                                unit="car") for row in rows]
+    keep = [i for i in range(len(ids)) if not any(i in v for v in by_car.values())]
+    parts = [bank_mod.take(tb, keep)] if keep else []
+    return bank_mod.combine(parts + [bank_mod._dataset(driven)])
 
 
 def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None,
@@ -133,11 +298,17 @@ def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None,
 
     c = check_cfg(cfg)
     seed = c["seed"]
-    tn = bank_mod.arrays(bank_mod.from_noise(noise, c["recordings"], "target", where=_KEY))
+    tb = _drive_torcs(bank_mod.from_noise(noise, c["recordings"], "target", where=_KEY), c)
+    tn = bank_mod.arrays(tb)
+    tn_recording = {cid: str(_recipe(r).get("recording") or cid)
+                    for cid, r in zip(tb["id"], bank_mod._meta(tb, ("recipe",))["recipe"])}
     if bank is not None:
         _check_disjoint(tn, bank_mod.arrays(bank))
     if bank_names is not None:
-        _check_names(tn, {"synthesis": bank_names} if isinstance(bank_names, bank_mod.Names) else bank_names)
+        _check_names(tn, {"synthesis": bank_names} if isinstance(bank_names, bank_mod.Names) else bank_names,
+                     tn_recording)
+    if c["speech"] == "tts":
+        speech = _tts_target(speech, c)
     names = schema.label_names(speech)
     cols = ("id", "sampling_rate", "label", "domain", "origin", "group", "parent", "recipe")
     table = speech.select_columns(list(cols)).with_format("arrow")[:]
@@ -178,6 +349,7 @@ def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None,
             new_audio[i] = y[k]
             entry = dict(
                 noise=tn.ids[ci], noise_group=tn.groups[ci], offset=int(plan.offset[p]), length=int(L),
+                noise_recording=tn_recording.get(tn.ids[ci], tn.ids[ci]),
                 loops=int((int(plan.offset[p]) + int(L) - 1) // int(tn.lengths[ci])), snr_db=float(snr[p]),
                 speech_gain=float(g1[k]), noise_gain=float(g2[k]), peak_limit=c["peak_limit"], seed=int(row_seeds[p]),
                 index=int(p), simulated=True,

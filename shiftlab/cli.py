@@ -8,6 +8,7 @@
     shiftlab check images|audio            diversity report + gates of the synthetic rows
     shiftlab calibrate blur                score candidate blur ranges against the target rows of train
     shiftlab train --scenario S --variant V --seed N   one training run of the comparison matrix
+    shiftlab train --scenario S --all      every variant x seed of params experiment, side by side
     shiftlab evaluate --scenario S         errors with CIs, decomposition, synth vs nosynth verdicts
     shiftlab report                        the report of the whole run (markdown, HTML, PNGs)
     shiftlab models [--input C,H,W]        the model registry: parameters, MACs and FLOPs (2 per MAC)
@@ -297,12 +298,102 @@ EVAL = Path("eval")
 _SYNTH_OF = {"images": {"synth": "blur", "narrow": "blur_narrow"}, "audio": {"synth": "mix", "narrow": "mix_narrow"}}
 
 
+def _train_jobs(exp_jobs: int, cfg: dict) -> int:
+    """How many runs ``shiftlab train --all`` trains side by side (``experiment.jobs``; 0 = auto)."""
+    if exp_jobs:
+        return int(exp_jobs)
+    import os
+
+    import torch
+
+    if cfg.get("device", "auto") != "cpu" and torch.cuda.is_available():
+        return max(1, torch.cuda.device_count())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(cfg.get("num_threads") or cores)))
+
+
+def cmd_train_all(args) -> None:
+    """shiftlab train --all: every variant x seed of ``experiment`` for one scenario, ``jobs`` at a time.
+
+    Each run is its own ``shiftlab train`` process pinned to its section's ``num_threads``
+    (results depend on the thread count, never on how many runs share the machine): on 2
+    cores two single-thread runs side by side finish the matrix sooner than one 2-thread
+    run after another (``bench/train.py --jobs``). A run's output goes to its ``train.log``;
+    this command prints one line per finished run and writes ``metrics/train/SCENARIO.json``.
+    """
+    import json
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from shiftlab import store
+
+    t0 = time.perf_counter()
+    sc = args.scenario
+    exp = config.section("experiment", args.params)
+    cfg = config.section(f"train_{sc}", args.params)
+    runs = [(var, int(seed)) for var in exp["variants"] for seed in exp["seeds"]]
+    jobs = min(len(runs), _train_jobs(exp["jobs"], cfg))
+    root = Path(args.out or RUNS / sc)
+    logs = root.parent / f".{root.name}.logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    threads = str(cfg.get("num_threads") or "")
+    if threads:  # the child pins torch itself; keep OpenMP/MKL pools at the same size
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+
+    def one(var: str, seed: int):
+        out = root / var / f"s{seed}"
+        cmd = [sys.executable, "-m", "shiftlab", "--params", str(args.params), "train", "--scenario", sc,
+               "--variant", var, "--seed", str(seed), "--out", str(out), "--metrics", str(out / "metrics.json")]
+        if args.input:
+            cmd += ["--input", args.input]
+        log = logs / f"{var}_s{seed}.log"
+        with open(log, "w") as fh:
+            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+        text = log.read_text(errors="replace").replace("\r", "\n").strip().splitlines()
+        return var, seed, rc, log, (text[-1] if text else "")
+
+    print(f"train --all [{sc}]: {len(runs)} runs ({', '.join(exp['variants'])} x seeds "
+          f"{', '.join(map(str, exp['seeds']))}), {jobs} at a time, {threads or 'default'} thread(s) each",
+          flush=True)
+    failed = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futs = [pool.submit(one, var, seed) for var, seed in runs]
+        for i, fut in enumerate(as_completed(futs), 1):
+            var, seed, rc, log, last = fut.result()
+            print(f"  [{i}/{len(runs)}] {var} s{seed}: {last if rc == 0 else f'FAILED (exit {rc}), see {log}'}",
+                  flush=True)
+            if rc != 0:
+                failed.append((var, seed, log, last))
+    if failed:
+        var, seed, log, last = failed[0]
+        raise ShiftlabError(f"train --all [{sc}]: {len(failed)} of {len(runs)} runs failed; first {var} s{seed}: "
+                            f"{last.removeprefix('shiftlab: error: ')} (log {log})")
+    summary = {var: {f"s{seed}": json.loads((root / var / f"s{seed}" / "metrics.json").read_text())
+                     for seed in exp["seeds"]} for var in exp["variants"]}
+    metrics = Path(args.metrics or METRICS / "train" / f"{sc}.json")
+    with store.outputs(metrics) as tx:
+        tx.write_json(metrics, summary)
+    for var, seed in runs:  # the logs travel with their runs
+        os.replace(logs / f"{var}_s{seed}.log", root / var / f"s{seed}" / "train.log")
+    logs.rmdir()
+    print(f"train --all [{sc}]: {len(runs)} runs -> {root}, {metrics} [{time.perf_counter() - t0:.1f} s]")
+
+
 def cmd_train(args) -> None:
     """shiftlab train: one run (scenario x variant x seed) of the comparison matrix."""
     from shiftlab import store
     from shiftlab.datasets import splits as splits_mod
     from shiftlab.train import trainer
 
+    if args.all:
+        if args.variant or args.seed is not None or args.synthetic:
+            raise ShiftlabError("train: --all trains every variant x seed of params experiment; "
+                                "drop --variant / --seed / --synthetic")
+        return cmd_train_all(args)
+    if not args.variant:
+        raise ShiftlabError("train: give --variant (one run) or --all (every variant x seed of experiment)")
     sc, var = args.scenario, args.variant
     cfg = dict(config.section(f"train_{sc}", args.params))
     split_cfg = config.section(f"split_{sc}", args.params)
@@ -537,14 +628,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--metrics", help="JSON (default: the section's metrics)")
     sp.set_defaults(func=cmd_calibrate)
 
-    sp = sub.add_parser("train", help="train one run of the comparison (scenario x variant x seed)")
+    sp = sub.add_parser("train", help="train one run of the comparison (scenario x variant x seed), or --all")
     sp.add_argument("--scenario", choices=["images", "audio"], required=True)
-    sp.add_argument("--variant", choices=["nosynth", "synth", "narrow"], required=True)
+    sp.add_argument("--variant", choices=["nosynth", "synth", "narrow"])
+    sp.add_argument("--all", action="store_true",
+                    help="every variant x seed of params experiment, experiment.jobs at a time (the dvc.yaml stage)")
     sp.add_argument("--seed", type=int, help="run seed (default: the section's seed)")
     sp.add_argument("--input", help="split dataset (default data/splits/SCENARIO)")
     sp.add_argument("--synthetic", help="synthetic rows to attach (default data/synth/<blur|mix>[_narrow])")
-    sp.add_argument("--out", help="run directory (default runs/SCENARIO/VARIANT/sSEED)")
-    sp.add_argument("--metrics", help="metrics JSON (default metrics/train/SCENARIO_VARIANT_sSEED.json)")
+    sp.add_argument("--out", help="run directory (default runs/SCENARIO/VARIANT/sSEED; with --all runs/SCENARIO)")
+    sp.add_argument("--metrics", help="metrics JSON (default metrics/train/SCENARIO_VARIANT_sSEED.json; "
+                    "with --all metrics/train/SCENARIO.json)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="errors with CIs, MLY decomposition, synth vs nosynth verdicts")

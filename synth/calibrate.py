@@ -64,8 +64,8 @@ DEFAULTS: dict[str, Any] = {
     "source_rows": 1000,  # sharp source parents blurred per candidate (1 copy each)
     "target_rows": 1000,  # at most this many target rows of train as the realism reference
     "grid": {  # every combination; keys are dotted paths into synth_blur.kernels
-        "linear.length": [[2.0, 7.0], [3.0, 11.0], [3.0, 15.0]],
-        "shake.max_length": [[3.0, 12.0], [5.0, 18.0], [5.0, 25.0]],
+        "linear.length": [[3.0, 11.0], [3.0, 15.0], [3.0, 19.0]],
+        "shake.max_length": [[5.0, 18.0], [5.0, 25.0], [8.0, 32.0]],
     },
     "candidates": [],  # extra candidates: partial synth_blur.kernels mappings
     "criterion": "domain_auc",  # domain_auc | frechet: lower = closer to the target

@@ -83,11 +83,12 @@ def test_candidates_are_base_plus_grid_without_duplicates():
     from shiftlab.synth import kernels
 
     c = calibrate.candidates(calibrate.DEFAULTS, kernels.DEFAULT_SAMPLE_CFG)
-    # base = linear [3, 15] + shake [5, 25], which is also the last grid point: scored once
+    # base = linear [3, 15] + shake [5, 25], which is also a grid point (c5): scored once
     assert [x["name"] for x in c] == ["base"] + [f"c{i}" for i in range(1, 9)]
     assert c[0]["is_base"] and c[0]["overrides"] == {}
-    assert c[1]["overrides"] == {"linear.length": [2.0, 7.0], "shake.max_length": [3.0, 12.0]}
-    assert c[1]["kernels"]["linear"]["length"] == [2.0, 7.0] and c[1]["kernels"]["linear"]["angle"] == [0.0, 180.0]
+    assert c[1]["overrides"] == {"linear.length": [3.0, 11.0], "shake.max_length": [5.0, 18.0]}
+    assert c[1]["kernels"]["linear"]["length"] == [3.0, 11.0] and c[1]["kernels"]["linear"]["angle"] == [0.0, 180.0]
+    assert {"linear.length": [3.0, 15.0], "shake.max_length": [5.0, 25.0]} not in [x["overrides"] for x in c]
 
 
 def test_run_scores_candidates_and_never_recommends_a_failing_one(result):

@@ -40,6 +40,10 @@ def test_repo_params_file_is_valid_and_complete(repo_root):
         # the demo's Bayes-error proxies per scenario, and thread counts pinned for bit-stable runs
         "evaluate.optimal_error", "evaluate.optimal_error_proxy",
         "train_images.num_threads", "train_audio.num_threads",
+        # blur ranges calibrated on the default data (the calibrate_blur stage's recommendation)
+        "synth_blur.kernels.linear.length", "synth_blur.kernels.shake.max_length",
+        # ~15 of the ~74 held-out target voices into train, the rest to dev and test (>= 1,000 rows each)
+        "split_audio.target_train_fraction",
     }
     assert diff(got, dflt) <= sized, diff(got, dflt) - sized
 

@@ -37,6 +37,9 @@ NOISE_DIR = REPO / "data" / "prepared" / "noise"
 SPEECH_DIR = REPO / "data" / "prepared" / "speech"
 SPLITS_DIR = REPO / "data" / "splits" / "audio"
 
+#: make_target on the prepared speech's own target rows (the codrivers), TORCS loops raw: the mixing mechanics
+REAL = {"speech": "real", "torcs_drives": 0}
+
 RECIPE_KEYS = {
     "stage", "parent", "noise", "noise_group", "offset", "length", "loops", "snr_db", "speech_gain", "noise_gain",
     "peak_limit", "seed", "index", "copy", "pass", "segment",
@@ -858,7 +861,7 @@ def test_make_target_mixes_only_target_rows_with_held_out_noise():
     speech, noise = target_speech(), noise_dataset()
     bk = B.from_noise(noise, ["*"], "source")
     assert bk["id"] == ["src/a", "src/b"]
-    out = TG.make_target(speech, noise, {"seed": 1, "target_snr_db": [0, 10]}, bank=bk)
+    out = TG.make_target(speech, noise, {"seed": 1, "target_snr_db": [0, 10], **REAL}, bank=bk)
     assert out.features == speech.features and out["id"] == speech["id"]
     before, after = waves_of(speech), waves_of(out)
     used = []
@@ -878,10 +881,10 @@ def test_make_target_mixes_only_target_rows_with_held_out_noise():
         assert abs(snr_from_parts(w0, nz, tm["speech_gain"], tm["noise_gain"]) - tm["snr_db"]) < 0.1
         assert M.regenerate(tm, w0, B.from_noise(noise, ["*"], "target")).tobytes() == w1.tobytes()
     assert sorted(set(used)) == ["tgt/x", "tgt/y", "tgt/z"] and max(used.count(u) for u in set(used)) == 3
-    again = TG.make_target(speech, noise, {"seed": 1, "target_snr_db": [0, 10]}, bank=bk)
+    again = TG.make_target(speech, noise, {"seed": 1, "target_snr_db": [0, 10], **REAL}, bank=bk)
     assert again["recipe"] == out["recipe"]
     assert all(a.tobytes() == b.tobytes() for a, b in zip(waves_of(again), after))
-    other = TG.make_target(speech, noise, {"seed": 2, "target_snr_db": [0, 10]})
+    other = TG.make_target(speech, noise, {"seed": 2, "target_snr_db": [0, 10], **REAL})
     assert other["recipe"] != out["recipe"]
 
 
@@ -895,27 +898,27 @@ def test_make_target_refuses_leaked_or_missing_noise():
     ]
     for bk, msg in leaks:
         with pytest.raises(ShiftlabError) as e:
-            TG.make_target(speech, noise, None, bank=bk)
+            TG.make_target(speech, noise, REAL, bank=bk)
         assert msg in one_line(e)
-    mixed = TG.make_target(speech, noise)
+    mixed = TG.make_target(speech, noise, REAL)
     with pytest.raises(ShiftlabError) as e:
-        TG.make_target(mixed, noise)
+        TG.make_target(mixed, noise, REAL)
     assert "already mixed" in one_line(e)
     with pytest.raises(ShiftlabError) as e:
-        TG.make_target(speech.filter(lambda r: r["domain"] == "source"), noise)
+        TG.make_target(speech.filter(lambda r: r["domain"] == "source"), noise, REAL)
     assert "no target-domain rows" in one_line(e)
     rows = [dict(r, audio=np.asarray(r["audio"], np.float32)) for r in speech]
     rows[7]["audio"][0] = np.inf
     with pytest.raises(ShiftlabError) as e:
-        TG.make_target(audio.build_dataset([{**r, "label": LABELS[r["label"]]} for r in rows], LABELS), noise)
+        TG.make_target(audio.build_dataset([{**r, "label": LABELS[r["label"]]} for r in rows], LABELS), noise, REAL)
     assert f"speech row {rows[7]['id']} has NaN or infinite samples" in one_line(e)
     noise16 = audio.build_dataset([{**r, "label": ["a", "b", "x", "y", "z"][r["label"]], "sampling_rate": 16000}
                                    for r in noise], ["a", "b", "x", "y", "z"])
     with pytest.raises(ShiftlabError) as e:
-        TG.make_target(speech, noise16)
+        TG.make_target(speech, noise16, REAL)
     assert "target speech at [8000] Hz but the target noise at 16000 Hz" in one_line(e)
     with pytest.raises(ShiftlabError) as e:
-        TG.make_target(speech, noise, {"recordings": ["tgt/w*"]})
+        TG.make_target(speech, noise, {"recordings": ["tgt/w*"], **REAL})
     assert "target_mix.recordings: pattern 'tgt/w*' matches no target-domain" in one_line(e)
 
 
@@ -938,7 +941,7 @@ def real_audio(tmp_path_factory):
     sp_cfg = d["prepare_speech"]
     sp_cfg["tts"] = {**sp_cfg["tts"], "espeak_voices": 4, "flite_voices": ["kal16"]}
     speech = speech_mod.prepare(sp_cfg)
-    incar = TG.make_target(speech, noise, d["target_mix"])
+    incar = TG.make_target(speech, noise, {**d["target_mix"], **REAL})
     parts = splits_mod.build(incar, d["split_audio"])
     root = tmp_path_factory.mktemp("real_audio")
     for name, ds in (("noise", noise), ("speech", speech), ("splits", parts)):
@@ -950,7 +953,8 @@ def test_real_noise_bank_policy_and_stage(real_audio):
     noise, _, splits = real_audio
     bk = B.from_noise(noise, ["*"], "source", 16000)
     a = B.arrays(bk)
-    assert not any(i.startswith("trigger_rally/") for i in a.ids)  # held-out target noise never in the bank
+    held = {i for i, d in zip(noise["id"], noise["domain"]) if d == "target"}
+    assert held and not held & set(a.ids)  # held-out target noise never in the bank
     sub = hfds.DatasetDict({s: splits[s].select(range(min(len(splits[s]), n)))
                             for s, n in (("train", 120), ("train_dev", 20), ("dev", 5), ("test", 5))})
     syn = M.make_synthetic(sub, bk, {"seed": 0, "device": "cpu"}, progress=False)
@@ -980,11 +984,12 @@ def test_real_make_target_uses_only_held_out_recordings(real_audio):
     rows = np.r_[np.flatnonzero(dom == "source")[:10], np.flatnonzero(dom == "target")]
     sp = speech.select(rows.tolist())
     bk = B.from_noise(noise, ["*"], "source", 16000)
-    out = TG.make_target(sp, noise, None, bank=bk)
+    out = TG.make_target(sp, noise, REAL, bank=bk)
     for r0, r1, w0, w1 in zip(sp, out, waves_of(sp), waves_of(out)):
         if r0["domain"] == "source":
             assert w0.tobytes() == w1.tobytes() and r0["recipe"] == r1["recipe"]
         else:
             tm = json.loads(r1["recipe"])["target_mix"]
-            assert tm["noise"].startswith("trigger_rally/") and tm["noise"] not in bk["id"]
+            held = {g for g, d in zip(noise["group"], noise["domain"]) if d == "target"}
+            assert tm["noise_group"] in held and tm["noise"] not in bk["id"] and tm["noise_group"] not in bk["group"]
             assert w0.tobytes() != w1.tobytes() and np.abs(w1).max() <= 1.0

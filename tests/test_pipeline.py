@@ -35,19 +35,22 @@ pytestmark = [
     ),
 ]
 
-TINY_TRAIN = {"epochs": 1, "batch_size": 64, "eval_train_rows": 200, "num_threads": 1,
-              "model_kwargs": {"width": 2, "stem_width": 4}}
+TINY_TRAIN = {"epochs": 1, "batch_size": 64, "eval_train_rows": 200, "num_threads": 1}
 SMALL = {
     "prepare_images": {"fashion_mnist": {"source_rows": 600, "target_rows": 400}},
-    "prepare_speech": {"tts": {"espeak_voices": 3, "flite_voices": ["slt"]}},
+    "prepare_speech": {"tts": {"espeak_voices": 3, "flite_voices": ["awb"]}},
+    "target_mix": {"tts": {"espeak_variants": 12, "flite_voices": [], "festival_voices": ["ked_diphone"], "takes": 1},
+                   "torcs_drives": 2, "seconds_per_drive": 5.0},
     "split_images": {"train_dev_fraction": 0.1, "target_train_fraction": 0.2, "max_source_rows": None},
     "synth_mix": {"bank": {"n_cars": 12, "seconds_per_car": 4.0}},
     "check_images": {"max_rows": 300, "max_target": 200, "max_kernels": 300, "realism": {"n_boot": 100},
                      "features": {"train_rows": 400, "epochs": 1}},
     "check_audio": {"n_boot": 100, "max_bank_segments": 200},
+    "calibrate_blur": {"source_rows": 100, "grid": {"linear.length": [[3.0, 11.0], [3.0, 15.0]],
+                                                    "shake.max_length": [[8.0, 32.0]]}},
     "experiment": {"seeds": [0, 1]},
-    "train_images": dict(TINY_TRAIN),
-    "train_audio": dict(TINY_TRAIN),
+    "train_images": dict(TINY_TRAIN, model_kwargs={"width": 2, "stem_stride": 2}),
+    "train_audio": dict(TINY_TRAIN, model_kwargs={"width": 2, "stem_width": 4}),
     "evaluate": {"n_boot": 200},
     "report": {"examples": 4},
 }
@@ -100,6 +103,7 @@ def test_repro_builds_every_output(project):
     for stage in ("prepare images", "prepare speech", "prepare noise", "prepare target", "split_images",
                   "split_audio", "synth blur [synth_blur]", "synth blur [synth_blur_narrow]", "mix [synth_mix]",
                   "mix [synth_mix_narrow]", "check images [data/synth/blur]", "check audio [data/synth/mix_narrow]",
+                  "train --all [images]: 6 runs", "train --all [audio]: 6 runs", "train: cbam_resnet",
                   "train: attention_tiny", "evaluate images: 6 runs", "evaluate audio: 6 runs", "report: "):
         assert stage in first.stdout, first.stdout  # one summary line per stage
     imgs = store.load(work / "data/prepared/images")
@@ -124,7 +128,11 @@ def test_repro_builds_every_output(project):
     metrics = json.loads((work / "metrics/split_images.json").read_text())
     assert sum(metrics["rows"].values()) == 1000
     assert (work / "reports/split_audio.md").read_text().strip()
-    # audio: the target is real speech under held-out real car noise; synthesis never uses that noise
+    # audio: the target is held-out voices under held-out real car noise; synthesis never uses that noise
+    assert set(incar_groups := store.load(work / "data/prepared/speech_incar")["group"])
+    src_speech = store.load(work / "data/prepared/speech")
+    assert set(src_speech.filter(lambda d: d == "source", input_columns="domain")["group"]).isdisjoint(
+        {g for g, d in zip(incar_groups, store.load(work / "data/prepared/speech_incar")["domain"]) if d == "target"})
     incar = store.load(work / "data/prepared/speech_incar")
     tgt_noise = {json.loads(r)["target_mix"]["noise"] for r, d in zip(incar["recipe"], incar["domain"])
                  if d == "target"}
@@ -142,8 +150,10 @@ def test_repro_builds_every_output(project):
             for seed in (0, 1):
                 run_dir = work / "runs" / sc / var / f"s{seed}"
                 assert (run_dir / "best.pt").is_file() and (run_dir / "predictions.npz").is_file()
-                m = json.loads((work / f"metrics/train/{sc}_{var}_s{seed}.json").read_text())
+                m = json.loads((run_dir / "metrics.json").read_text())
                 assert m["epochs"] == 1 and 0.0 <= m["error"]["dev"] <= 1.0
+                assert "train:" in (run_dir / "train.log").read_text()  # train --all keeps each run's log
+                assert json.loads((work / f"metrics/train/{sc}.json").read_text())[var][f"s{seed}"] == m
         res = json.loads((work / f"eval/{sc}/results.json").read_text())
         assert set(res["runs"]) == {"nosynth", "synth", "narrow"} and res["primary_split"] == "test"
         assert set(res["compare"]) == {"test", "dev"}
@@ -155,9 +165,13 @@ def test_repro_builds_every_output(project):
         flat = json.loads((work / f"metrics/evaluate_{sc}.json").read_text())
         assert {"compare/test/synth/difference", "compare/test/synth/mde", "compare/test/synth/verdict",
                 "compare/dev/narrow_vs_synth/difference"} <= set(flat)
+    cal = json.loads((work / "metrics/calibrate_blur.json").read_text())
+    # base (= the first grid point: scored once) + 1, scored on target-train only
+    assert cal["recommended"] in ("base", "c1") and len(cal["candidates"]) == 2
     md = (work / "reports/report/report.md").read_text()
     html = (work / "reports/report/report.html").read_text()
     assert "Does the synthesis help? (verdicts on test)" in md and "MDE" in md and "Holm level" in md
+    assert "Synthesis ranges calibrated on target-train" in md and "ImageMagick" in md
     assert "no measurable effect" not in md
     assert "data:image/png;base64," in html
 
@@ -191,12 +205,10 @@ def test_experiment_run_show_and_diff(project):
     ran = set(re.findall(r"Running stage '([^']+)'", r.stdout))
     skipped = set(re.findall(r"Stage '([^']+)' didn't change, skipping", r.stdout))
     # the override reaches the image splits and every image run after them ...
-    assert {"split_images", "train_nosynth@images-0", "train_synth@run0-0", "train_synth@run1-1",
-            "evaluate@images"} <= ran, r.stdout
+    assert {"split_images", "train@images", "evaluate@images"} <= ran, r.stdout
     # ... and nothing of the audio scenario, which it does not touch
     audio = {"prepare_speech", "prepare_noise", "prepare_target", "split_audio", "synth_mix", "synth_mix_narrow",
-             "check_audio@run0", "check_audio@run1", "train_nosynth@audio-0", "train_nosynth@audio-1",
-             "train_synth@run2-0", "train_synth@run3-1", "evaluate@audio"}
+             "check_audio@run0", "check_audio@run1", "train@audio", "evaluate@audio"}
     assert not ran & audio, sorted(ran & audio)
     assert {"prepare_speech", "split_audio", "evaluate@audio"} <= skipped, r.stdout
     shown = json.loads(run(sys.executable, "-m", "dvc", "exp", "show", "--json").stdout)

@@ -22,7 +22,7 @@ def test_defaults_match_params_schema():
     # the frames section also selects the generator (and holds the independent one's own block)
     got = {k: v for k, v in config.defaults()["prepare_images"]["frames"].items() if k not in ("generator", "imagemagick")}
     assert got == frames.DEFAULTS
-    assert config.defaults()["prepare_images"]["frames"]["generator"] == "shiftlab"
+    assert config.defaults()["prepare_images"]["frames"]["generator"] == "imagemagick"
 
 
 def test_simulate_is_deterministic_and_regenerates():
@@ -82,7 +82,7 @@ def test_simulate_rejects_bad_images():
 def test_prepare_applies_frames_to_target_rows_only():
     x = _sharp(8, 20, 24, 3).transpose(0, 2, 3, 1)
     ds = images.from_arrays(x, np.arange(8) % 2, ["source"] * 4 + ["target"] * 4)
-    out = images.simulate_target_frames(ds, {}, progress=False)
+    out = images.simulate_target_frames(ds, {"generator": "shiftlab"}, progress=False)
     schema.check(out)
     a, b = schema.chw_batch(ds), schema.chw_batch(out)
     assert np.array_equal(a[:4], b[:4])  # source rows untouched

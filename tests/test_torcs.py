@@ -52,6 +52,10 @@ def _noise_cfg(torcs_dir, recordings, targets):
     return cfg
 
 
+#: the target mixing mechanics on the given target rows with the raw held-out loops (no TTS, no drives)
+RAW = {"max_source_share": 1.0, "speech": "real", "torcs_drives": 0}
+
+
 def _warnings(err: str) -> list[str]:
     return [line for line in err.splitlines() if "warning" in line]
 
@@ -294,20 +298,20 @@ def test_prepare_target_refuses_a_bank_that_shares_a_car(torcs_dir):
     # a bank resolved without the noise dataset does not know what is held out: it drives f360
     nm = bank.names({"sources": ["torcs"], "torcs_dir": str(torcs_dir), "torcs_cars": ["f*"]})
     with pytest.raises(ShiftlabError, match=r"target_mix: target noise torcs/f360 is also in the synth_mix bank") as e:
-        target.make_target(sp, nds, {"max_source_share": 1.0}, bank_names={"synth_mix": nm})
+        target.make_target(sp, nds, RAW, bank_names={"synth_mix": nm})
     assert "\n" not in str(e.value)
     # same car, another recording of it (the group is the car)
     nm = bank.Names(frozenset({"torcs/cleanviper"}), frozenset({"torcs/viper"}))
     nm2 = bank.Names(frozenset({"torcs/other_take"}), frozenset({"torcs/viper"}))
     with pytest.raises(ShiftlabError, match=r"also in the synth_mix_narrow bank|torcs/viper, which"):
-        target.make_target(sp, nds, {"max_source_share": 1.0}, bank_names={"synth_mix_narrow": nm})
+        target.make_target(sp, nds, RAW, bank_names={"synth_mix_narrow": nm})
     with pytest.raises(ShiftlabError, match=r"target noise torcs/\w+ comes from torcs/viper, which the x bank"):
-        target.make_target(sp, nds, {"max_source_share": 1.0}, bank_names={"x": nm2})
+        target.make_target(sp, nds, RAW, bank_names={"x": nm2})
     # resolved with the noise dataset, the bank leaves the held-out cars alone: accepted, same rows as without
     cfgs = {"synth_mix": {"sources": ["torcs", "real"], "torcs_dir": str(torcs_dir), "recordings": ["torcs/*"]}}
     names = {s: bank.names(c, nds) for s, c in cfgs.items()}
-    got = target.make_target(sp, nds, {"max_source_share": 1.0}, bank_names=names)
-    ref = target.make_target(sp, nds, {"max_source_share": 1.0})
+    got = target.make_target(sp, nds, RAW, bank_names=names)
+    ref = target.make_target(sp, nds, RAW)
     assert list(got["audio"]) == list(ref["audio"]) and list(got["recipe"]) == list(ref["recipe"])
 
 
@@ -320,7 +324,7 @@ def test_cli_prepare_target_refuses_overlap(torcs_dir, tmp_path, monkeypatch, ca
     capsys.readouterr()
     bank_cfg = {"sources": ["real", "torcs"], "recordings": ["torcs/gt40"], "torcs_dir": str(torcs_dir),
                 "torcs_cars": ["*"]}
-    params = {"target_mix": {"max_source_share": 1.0}, "synth_mix": {"bank": bank_cfg},
+    params = {"target_mix": RAW, "synth_mix": {"bank": bank_cfg},
               "synth_mix_narrow": {"bank": {"sources": ["real"], "recordings": ["torcs/nsx"]}}}
     (tmp_path / "params.yaml").write_text(json.dumps(params))
     assert cli.main(["prepare", "target"]) == 2  # the narrow bank names the held-out nsx: refused

@@ -24,7 +24,7 @@ def _sharp(n=5, h=20, w=24, c=1, seed=0):
 
 def test_defaults_match_params_schema():
     d = config.defaults(config.SCHEMA["prepare_images"])["frames"]
-    assert d["generator"] == "shiftlab"  # the old generator stays the default
+    assert d["generator"] == "imagemagick"  # the independent generator is the default; shiftlab stays an option
     assert d["imagemagick"] == videotarget.DEFAULTS
     assert videotarget.check_cfg(d["imagemagick"]) == videotarget.DEFAULTS
 
@@ -105,7 +105,7 @@ def test_dispatch_in_prepare_images_and_old_generator_unchanged():
         assert rec["frames"]["generator"] == "imagemagick"
         assert videotarget.regenerate(new[i]["recipe"], a[i]).tobytes() == b[i].tobytes()
     # the old generator ignores the new keys: same bytes and recipes as before they existed
-    old = images.simulate_target_frames(ds, {}, progress=False)
+    old = images.simulate_target_frames(ds, {"generator": "shiftlab"}, progress=False)
     old2 = images.simulate_target_frames(ds, {"generator": "shiftlab", "imagemagick": {"severity": [3]}},
                                          progress=False)
     assert schema.chw_batch(old).tobytes() == schema.chw_batch(old2).tobytes()

@@ -467,6 +467,63 @@ def _simulated_rows(sc: _Scenario) -> str:
     return f" In `{sc.splits_rel}`, {hit:,} of the {n:,} dev/test rows carry a `{key}` recipe record (simulated)."
 
 
+def _tool_versions(sc: _Scenario) -> str:
+    """`` (tools: ImageMagick 6.9..., ...)`` from the first dev row's recipe, or ''."""
+    splits = sc.splits()
+    if splits is None or "dev" not in splits or not len(splits["dev"]):
+        return ""
+    try:
+        rec = json.loads(_cols(splits["dev"].select([0]), ["recipe"])["recipe"][0])
+        ver = (rec.get("frames") or {}).get("versions") or {}
+    except (TypeError, ValueError, AttributeError):
+        return ""
+    return (" (versions recorded in every row's recipe: " + ", ".join(f"{k} {v}" for k, v in sorted(ver.items()))
+            + ")") if ver else ""
+
+
+def _calibration_section(doc: _Doc, sc: _Scenario) -> None:
+    """Images: what `shiftlab calibrate blur` recommended on target-train, and whether synth_blur uses it."""
+    rel = "metrics/calibrate_blur.json"
+    cal = _json(sc.root, rel)
+    doc.add("### Synthesis ranges calibrated on target-train", "")
+    if cal is None:
+        _not_run(doc, "the blur calibration", rel)
+        return
+    try:
+        best = cal["recommended"]
+        cands = {c["name"]: c for c in cal["candidates"]}
+        rec = cands[best]["scores"] if best else None
+        par = cal["parents"]["domain_auc"]
+        n_tgt = int(cal["target"]["rows"])
+        base = cands.get("base")
+        desc = cands[best].get("description") if best else None
+    except (KeyError, TypeError) as e:
+        raise _structure(rel, e) from None
+    if rec is None:
+        doc.add(f"`shiftlab calibrate blur` found no candidate that passes the fail gates (`{rel}`).", "")
+        return
+    lo, hi = rec["domain_auc_ci"]
+    doc.add(f"`shiftlab calibrate blur` blurred the same {int(cal.get('source_rows', 0)):,} sharp source parents "
+            f"with {len(cands)} candidate kernel ranges and scored each against the {n_tgt:,} target rows of "
+            "**train** (dev and test are never read) with the realism metrics of `shiftlab check images`. "
+            f"Recommended: **{best}** ({desc}): domain AUC {rec['domain_auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}; "
+            f"sharp parents {par['auc']:.3f}), Frechet {rec['frechet']:.2f} (sharp parents "
+            f"{cal['parents']['frechet']:.2f}), kernel Vendi {rec['kernel_vendi']:.2f}.")
+    if base is not None:
+        same = best == "base" or base.get("kernels") == cands[best].get("kernels")
+        doc.add("")
+        doc.add(f"`synth_blur` uses {'these ranges' if same else 'other ranges than the recommendation'} "
+                f"(current ranges: domain AUC {base['scores']['domain_auc']:.3f}, Frechet "
+                f"{base['scores']['frechet']:.2f}). An AUC well above 0.5 means a classifier still tells the "
+                "synthetic rows from the target frames: blur alone does not reproduce the target's sensor noise "
+                "and codec artefacts. Every candidate with its gates and the realism/diversity trade-off: "
+                "`reports/calibrate_blur.md`.")
+    doc.add("")
+    png = sc.root / "reports/calibrate_blur.png"
+    if png.is_file():
+        doc.image("calibrate_blur.png", png.read_bytes(), "realism vs diversity of the calibration candidates")
+
+
 def _what_is_simulated(sc: _Scenario) -> str:
     return _what_params_say(sc) + _simulated_rows(sc)
 
@@ -485,12 +542,25 @@ def _what_params_say(sc: _Scenario) -> str:
         tgt = {"fashion_mnist": "the Fashion-MNIST test images", "folder": "your target image folder",
                "hub": f"its {(pi.get('hub') or {}).get('target_split')} split"}
         s = f"Source: {src.get(kind, kind)} (real). Target: {tgt.get(kind, kind)}"
-        if simulated:
-            fr = pi.get("frames") or {}
+        fr = pi.get("frames") or {}
+        if simulated and fr.get("generator", "imagemagick") == "imagemagick":
+            im = fr.get("imagemagick") or {}
+            codec = im.get("codec", "h264")
+            how = {"h264": f"H.264 (libx264 through PyAV, CRF {im.get('crf')}, preset {im.get('preset')}, every "
+                           "frame a one-frame intra clip)",
+                   "jpeg": f"JPEG (Pillow, quality {im.get('quality')})", "none": "no codec"}.get(codec, codec)
+            s += (" passed through a video-frame simulator that shares no code with the synthesis "
+                  "(`datasets/videotarget.py`): ImageMagick's motion blur as MNIST-C applies it (Mu & Gilmer 2019; "
+                  f"severity {im.get('severity')}, angle {im.get('angle')} degrees drawn per frame), sensor noise "
+                  f"(shot noise at {(im.get('noise') or {}).get('photons')} photo-electrons, read noise "
+                  f"{(im.get('noise') or {}).get('read_noise')} grey levels), then lossy compression by {how}"
+                  f"{_tool_versions(sc)} -- the target is simulated, by other tools than the synthesis.")
+        elif simulated:
             s += (" passed through the simulated video-frame degradation of `synth/frames.py` (camera shake unlike "
                   f"the synthesis: anxiety {fr.get('shake', {}).get('anxiety')}, defocus sigma "
                   f"{fr.get('defocus_sigma')} px, shot noise at {fr.get('photons')} photons, read noise "
-                  f"{fr.get('read_noise')} grey levels) -- the target is simulated.")
+                  f"{fr.get('read_noise')} grey levels) -- the target is simulated, by the synthesis's own kernel "
+                  "code (a gain measured on it overstates transfer).")
         else:
             s += " as given (real frames, no simulation)."
         sb = p.get("synth_blur")
@@ -505,29 +575,50 @@ def _what_params_say(sc: _Scenario) -> str:
             s += (f" `narrow`: deliberately low diversity (linear length {lin.get('length')}, angle "
                   f"{lin.get('angle')}).")
         return s
-    ps, pn = p.get("prepare_speech", {}), p.get("prepare_noise", {})
+    ps, pn, tm = p.get("prepare_speech", {}), p.get("prepare_noise", {}), p.get("target_mix", {}) or {}
     if ps.get("source") == "tts":
         tts = ps.get("tts") or {}
-        src = (f"TTS speech (simulated: {tts.get('espeak_voices')} espeak-ng voices + "
-               f"{len(tts.get('flite_voices') or [])} flite voices), clean")
+        src = (f"TTS speech (synthetic: {tts.get('espeak_voices')} espeak-ng voices + flite "
+               f"{', '.join(tts.get('flite_voices') or []) or 'none'}), clean")
     else:
         src = "your source speech folder"
-    if ps.get("target") == "real":
+    noise = ", ".join(pn.get("target_recordings") or [])
+    if tm.get("speech", "tts") == "tts":
+        tt = tm.get("tts") or {}
+        tgt = (f"synthetic speech from voices the source never uses (espeak-ng variants: "
+               f"{tt.get('espeak_variants')}, flite {', '.join(tt.get('flite_voices') or []) or 'none'}, festival "
+               f"{', '.join(tt.get('festival_voices') or []) or 'none'}; {tt.get('takes')} takes per word)")
+        kind = ("real noise, synthetic voices: both sides are TTS, so the mismatch the synthesis can close (car "
+                "noise) is isolated")
+    elif ps.get("target") == "real":
         tgt = "real human speech (" + ", ".join((ps.get("real") or {}).get("speakers") or []) + ")"
+        kind = "real ingredients, simulated combination"
     else:
         tgt = "your target speech folder"
-    s = (f"Source: {src}. Target: {tgt}, mixed with held-out real vehicle recordings "
-         f"({', '.join(pn.get('target_recordings') or [])}) at a drawn SNR (`mixing/target.py`): real "
-         "ingredients, simulated combination.")
+        kind = "your speech, simulated combination"
+    drives = tm.get("torcs_drives")
+    s = (f"Source: {src}. Target: {tgt}, mixed (`mixing/target.py`) with held-out real vehicle recordings ({noise}"
+         f"{f'; each TORCS car driven {drives} times through seeded RPM trajectories' if drives else ''}) at the "
+         f"target's own SNR prior {tm.get('target_snr_db')} dB: {kind}.")
     sm = p.get("synth_mix")
     if isinstance(sm, Mapping):
         bank = sm.get("bank") or {}
-        s += (f" Synthesis (`synth`): clean source speech mixed with noise from the synthesis bank "
-              f"(sources {bank.get('sources')}, recordings {bank.get('recordings')}, {bank.get('n_cars')} virtual "
-              f"cars), SNR {sm.get('snr_db')} dB.")
+        srcs = bank.get("sources") or []
+        what = []
+        if "torcs" in srcs:
+            what.append(f"real TORCS engine loops driven through {bank.get('trajectories_per_car')} seeded RPM "
+                        f"trajectories per car (cars {bank.get('torcs_cars')}, never the held-out ones)")
+        if "real" in srcs:
+            what.append(f"real recordings {bank.get('recordings')}")
+        if "virtual" in srcs:
+            what.append(f"{bank.get('n_cars')} virtual cars (`mixing/cars.py`)")
+        if "folder" in srcs:
+            what.append(f"your noise folder {bank.get('folder')}")
+        s += (f" Synthesis (`synth`): clean source speech mixed with noise from the synthesis bank ("
+              f"{'; '.join(what) or srcs}), SNR {sm.get('snr_db')} dB.")
     else:
         s += (" Synthesis (`synth`): clean source speech mixed with other recordings "
-              f"({', '.join(pn.get('recordings') or [])}) and virtual cars (`mixing/cars.py`).")
+              f"({', '.join(pn.get('recordings') or [])}).")
     nm = p.get("synth_mix_narrow")
     if isinstance(nm, Mapping):
         s += f" `narrow`: noise from {((nm.get('bank') or {}).get('recordings'))} only."
@@ -1344,6 +1435,8 @@ def _render(root: Path, c: dict) -> tuple[_Doc, list[str]]:
     for sc in scs:
         doc.add(f"## Scenario: {sc.name}", "")
         _data_section(doc, sc)
+        if sc.name == "images":
+            _calibration_section(doc, sc)
         _dev_error_section(doc, sc)
         _decomposition_section(doc, sc)
         _curves_section(doc, sc)
