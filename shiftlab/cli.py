@@ -298,18 +298,25 @@ EVAL = Path("eval")
 _SYNTH_OF = {"images": {"synth": "blur", "narrow": "blur_narrow"}, "audio": {"synth": "mix", "narrow": "mix_narrow"}}
 
 
-def _train_jobs(exp_jobs: int, cfg: dict) -> int:
-    """How many runs ``shiftlab train --all`` trains side by side (``experiment.jobs``; 0 = auto)."""
-    if exp_jobs:
-        return int(exp_jobs)
+def _train_jobs(exp_jobs: int, cfg: dict) -> tuple[int, list[str] | None]:
+    """(runs side by side, GPU ids to pin them to or None) for ``shiftlab train --all``.
+
+    ``experiment.jobs`` 0 = auto: one run per GPU when CUDA is used (``device`` auto/cuda), else
+    CPU cores // ``num_threads``. On CUDA each slot gets its own GPU (``CUDA_VISIBLE_DEVICES``)."""
     import os
 
     import torch
 
-    if cfg.get("device", "auto") != "cpu" and torch.cuda.is_available():
-        return max(1, torch.cuda.device_count())
+    gpus = None
+    if str(cfg.get("device", "auto")) in ("auto", "cuda") and torch.cuda.is_available():
+        visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        gpus = visible or [str(i) for i in range(torch.cuda.device_count())]
+    if exp_jobs:
+        return int(exp_jobs), gpus
+    if gpus:
+        return len(gpus), gpus
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, int(cfg.get("num_threads") or cores)))
+    return max(1, cores // max(1, int(cfg.get("num_threads") or cores))), None
 
 
 def cmd_train_all(args) -> None:
@@ -323,6 +330,7 @@ def cmd_train_all(args) -> None:
     """
     import json
     import os
+    import queue
     import subprocess
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -333,7 +341,11 @@ def cmd_train_all(args) -> None:
     exp = config.section("experiment", args.params)
     cfg = config.section(f"train_{sc}", args.params)
     runs = [(var, int(seed)) for var in exp["variants"] for seed in exp["seeds"]]
-    jobs = min(len(runs), _train_jobs(exp["jobs"], cfg))
+    jobs, gpus = _train_jobs(exp["jobs"], cfg)
+    jobs = min(len(runs), jobs)
+    slots: queue.Queue = queue.Queue()
+    for i in range(jobs):
+        slots.put(i)
     root = Path(args.out or RUNS / sc)
     logs = root.parent / f".{root.name}.logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -349,8 +361,15 @@ def cmd_train_all(args) -> None:
         if args.input:
             cmd += ["--input", args.input]
         log = logs / f"{var}_s{seed}.log"
-        with open(log, "w") as fh:
-            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+        slot = slots.get()
+        try:
+            env_run = dict(env)
+            if gpus:  # slot i -> GPU i (round robin when there are more slots than GPUs)
+                env_run["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+            with open(log, "w") as fh:
+                rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env_run).returncode
+        finally:
+            slots.put(slot)
         text = log.read_text(errors="replace").replace("\r", "\n").strip().splitlines()
         return var, seed, rc, log, (text[-1] if text else "")
 

@@ -564,11 +564,11 @@ SCHEMA["experiment"] = {
 }
 #: training per scenario (shiftlab.train.trainer); the defaults fit `make demo` on 2 CPU cores
 SCHEMA["train_images"] = ModuleSection("shiftlab.train.trainer", "merge", overrides={
-    "model": "cbam_resnet", "model_kwargs": {"width": 8, "stem_stride": 2}, "epochs": 12, "batch_size": 128,
+    "model": "cbam_resnet", "model_kwargs": {"width": 8, "stem_stride": 2}, "epochs": 10, "batch_size": 128,
     "lr": 0.05, "eval_train_rows": 500, "epoch_rows": "real", "channels_last": "auto", "num_threads": 1,
 }, key="train")
 SCHEMA["train_audio"] = ModuleSection("shiftlab.train.trainer", "merge", overrides={
-    "model": "attention_tiny", "model_kwargs": {"width": 4, "stem_width": 8}, "epochs": 8, "batch_size": 32,
+    "model": "attention_tiny", "model_kwargs": {"width": 4, "stem_width": 8}, "epochs": 6, "batch_size": 32,
     "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.01, "eval_train_rows": 300, "epoch_rows": "real",
     "channels_last": "auto", "grad_clip": 1.0, "num_threads": 1,
     "frontend": {"n_mels": 40, "hop_length": 320},
