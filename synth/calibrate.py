@@ -22,8 +22,10 @@ candidate kernel ranges *before* anything is trained:
 4. **Recommendation.** Candidates that fail a ``fail`` gate are never recommended (the
    diversity gates still apply). Among the others: with ``criterion: domain_auc`` the
    lowest AUC, except that every candidate whose 95% interval reaches that AUC counts as
-   tied with it (AUC differences inside the noise are not evidence) and the tie goes to
-   the lowest Frechet distance; with ``criterion: frechet`` the lowest Frechet distance
+   tied with it (AUC differences inside the noise are not evidence); a tie that includes
+   the current ranges (``base``) keeps them (nothing shows another candidate is closer, and
+   the Frechet distance of ~1,000 rows moves by more than the gaps between tied
+   candidates), otherwise the tie goes to the lowest Frechet distance; with ``criterion: frechet`` the lowest Frechet distance
    (AUC breaks ties). The report flags a recommendation at the edge of the grid (the best
    ranges may lie beyond it).
 
@@ -440,26 +442,7 @@ def run(splits, cfg: Mapping[str, Any] | None = None, check_cfg_: Mapping[str, A
                       f"{scores['domain_auc']:.3f}, Frechet {scores['frechet']:.3f}, kernel Vendi "
                       f"{scores['kernel_vendi']:.2f}{', FAIL ' + ', '.join(failed) if failed else ''}", flush=True)
     crit = c["criterion"]
-    other = "frechet" if crit == "domain_auc" else "domain_auc"
-
-    def rank_key(res):
-        s = res["scores"]
-        a, b = s[crit], s[other]
-        return (math.inf if a is None else a, math.inf if b is None else b, res["name"])
-
-    eligible = sorted((r for r in results if r["eligible"]), key=rank_key)
-    tied: list[str] = []
-    if eligible and crit == "domain_auc":
-        # AUC differences inside the best's noise are not evidence: every eligible candidate whose 95% interval
-        # reaches the best AUC is tied with it, and the tie goes to the lowest Frechet distance.
-        best = eligible[0]["scores"]["domain_auc"]
-        tie = [r for r in eligible if r["scores"]["domain_auc_ci"][0] is not None
-               and r["scores"]["domain_auc_ci"][0] <= best] or eligible[:1]
-        tie.sort(key=lambda r: (math.inf if r["scores"]["frechet"] is None else r["scores"]["frechet"], r["name"]))
-        tied = [r["name"] for r in tie]
-        rec = tie[0]
-    else:
-        rec = eligible[0] if eligible else None
+    rec, tied, eligible, rank_key = recommend(results, crit)
     # rank = the order of the rule: the recommended, the rest of its tie, the other eligible, then the failing
     head = ([r for n in tied for r in results if r["name"] == n] if tied else ([rec] if rec else []))
     failing = sorted((r for r in results if not r["eligible"]), key=rank_key)
@@ -556,7 +539,8 @@ def markdown(result: Mapping, plot_name: str | None = None) -> str:
         if crit == "domain_auc":
             tied = [n for n in result.get("tied", []) if n != rec["name"]]
             L += [f"Rule: among the candidates that pass every fail gate, the lowest domain AUC; candidates whose 95% "
-                  f"interval reaches that AUC count as tied and the lowest Frechet distance among them wins"
+                  f"interval reaches that AUC count as tied; a tie that includes the current ranges (base) keeps them, "
+                  f"otherwise the lowest Frechet distance among them wins"
                   + (f" (tied here: {', '.join([rec['name']] + tied)})." if tied else "."), ""]
         else:
             L += ["Rule: the lowest Frechet distance among the candidates that pass every fail gate (domain AUC breaks "
@@ -655,3 +639,32 @@ def summary_table(result: Mapping) -> Sequence[str]:
                      f"{_f(s['kernel_vendi'], 2)} {'FAIL ' + ','.join(r['failed']) if r['failed'] else 'ok'}  "
                      f"{r['description']}")
     return lines
+
+
+def recommend(results: list[dict], crit: str = "domain_auc"):
+    """The recommendation rule (module docstring, 4): ``(recommended or None, tied names, eligible
+    sorted, rank key)`` for scored candidates (``name``, ``is_base``, ``eligible``, ``scores`` with
+    ``domain_auc``, ``domain_auc_ci``, ``frechet``)."""
+    other = "frechet" if crit == "domain_auc" else "domain_auc"
+
+    def rank_key(res):
+        s = res["scores"]
+        a, b = s[crit], s[other]
+        return (math.inf if a is None else a, math.inf if b is None else b, res["name"])
+
+    eligible = sorted((r for r in results if r["eligible"]), key=rank_key)
+    tied: list[str] = []
+    if eligible and crit == "domain_auc":
+        # AUC differences inside the best's noise are not evidence: every eligible candidate whose 95% interval
+        # reaches the best AUC is tied with it, and the tie goes to the lowest Frechet distance.
+        best = eligible[0]["scores"]["domain_auc"]
+        tie = [r for r in eligible if r["scores"]["domain_auc_ci"][0] is not None
+               and r["scores"]["domain_auc_ci"][0] <= best] or eligible[:1]
+        # a tie that includes the current ranges keeps them; otherwise the lowest Frechet distance
+        tie.sort(key=lambda r: (not r.get("is_base"),
+                                math.inf if r["scores"]["frechet"] is None else r["scores"]["frechet"], r["name"]))
+        tied = [r["name"] for r in tie]
+        rec = tie[0]
+    else:
+        rec = eligible[0] if eligible else None
+    return rec, tied, eligible, rank_key

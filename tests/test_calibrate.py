@@ -171,3 +171,17 @@ def test_bad_cfg_is_one_line_error_naming_key(cfg, key):
         with pytest.raises(ShiftlabError, match=key.replace(".", r"\.")) as e:
             check()
         assert "\n" not in str(e.value)
+
+
+def test_a_tie_that_includes_the_current_ranges_keeps_them():
+    def cand(name, auc, lo, fd, base=False, ok=True):
+        return {"name": name, "is_base": base, "eligible": ok,
+                "scores": {"domain_auc": auc, "domain_auc_ci": [lo, auc + 0.02], "frechet": fd}}
+
+    best, near, far = cand("c1", 0.84, 0.82, 1.3), cand("base", 0.85, 0.83, 0.71, base=True), cand("c5", 0.86, 0.84, 0.67)
+    rec, tied, _, _ = calibrate.recommend([far, near, best])
+    assert rec["name"] == "base" and set(tied) == {"base", "c1", "c5"}  # c5's lower Frechet is not enough
+    # the current ranges outside the tie: the tie goes to the lowest Frechet distance
+    rec, tied, _, _ = calibrate.recommend([far, best, cand("base", 0.95, 0.93, 0.5, base=True),
+                                           cand("c2", 0.83, 0.81, 9.0, ok=False)])
+    assert rec["name"] == "c5" and tied == ["c5", "c1"]
