@@ -13,7 +13,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Data (BRIEF.md section 4) and tools the default scenario uses.
+# Debian data packages and tools the default scenario uses (see README: The embedded default data).
 APT_PKGS := dataset-fashion-mnist trigger-rally-data asterisk-core-sounds-en-wav saytime \
             dustracing2d-data openttd-opensfx torcs-data espeak-ng flite git imagemagick \
             festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts

@@ -325,7 +325,8 @@ def cmd_train_all(args) -> None:
     Each run is its own ``shiftlab train`` process pinned to its section's ``num_threads``
     (results depend on the thread count, never on how many runs share the machine): on 2
     cores two single-thread runs side by side finish the matrix sooner than one 2-thread
-    run after another (``bench/train.py --jobs``). A run's output goes to its ``train.log``;
+    run after another (measured figure in README, "The comparison matrix, side by side").
+    A run's output goes to its ``train.log``;
     this command prints one line per finished run and writes ``metrics/train/SCENARIO.json``.
     """
     import json

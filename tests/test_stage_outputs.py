@@ -156,7 +156,7 @@ def test_mix_failing_after_the_bank_keeps_rows_and_bank_old(work, monkeypatch):
     store.save(_audio_splits(), work / "data/splits/audio")
     store.save(_noise(), work / "data/prepared/noise")
     outs = (work / "data/synth/mix", work / "data/synth/mix_bank")
-    mix = {"device": "cpu", "batch_size": 5, "bank": {"sources": ["real"], "max_source_share": 1.0}}
+    mix = {"device": "cpu", "batch_size": 5, "bank": {"sources": ["real"], "recordings": ["*"], "max_source_share": 1.0}}
     _run("--params", _params(work / "p1.yaml", synth_mix={**mix, "seed": 0}), "mix")
     old = _digests(*outs)
     mix2 = {**mix, "seed": 1, "bank": {**mix["bank"], "recordings": ["rec/0", "rec/1"]}}
