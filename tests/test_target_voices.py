@@ -21,6 +21,7 @@ from shiftlab import config, store
 from shiftlab.datasets import audio, noise, speech
 from shiftlab.errors import ShiftlabError
 from shiftlab.mixing import bank, target
+from test_torcs import _engine  # the engine-like loops of the TORCS tests
 
 SR = 16000
 WORDS = ["left", "right"]
@@ -36,13 +37,6 @@ def _one_line(e) -> str:
     msg = str(e.value)
     assert "\n" not in msg
     return msg
-
-
-def _engine(sr: int, seconds: float, f0: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    x = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.28)) / k for k in range(1, 8))
-    return (0.2 * x + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
