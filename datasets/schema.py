@@ -20,7 +20,8 @@ list: (H, W, 1) storage costs 5x the pixels, (C, H, W) about 1.15x, and batches 
 out in torch's NCHW layout. :func:`hwc` / :func:`chw_batch` convert at the boundary
 (albumentations and PIL work in HWC).
 
-Split datasets add a ``weight`` column (float32; see :mod:`shiftlab.datasets.splits`).
+Split datasets add a ``weight`` column (float32; see :mod:`shiftlab.datasets.splits`); their
+splits are :data:`SPLITS` plus, optionally, the evaluation-only :data:`CHECK_SPLITS`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ from shiftlab.errors import ShiftlabError
 DOMAINS = ("source", "target")
 ORIGINS = ("real", "synthetic")
 SPLITS = ("train", "train_dev", "dev", "test")
+#: evaluation-only splits a split DatasetDict may carry besides :data:`SPLITS`: real target rows
+#: that every trained model is scored on and reported separately, never trained on, never
+#: synthesised from, never used to choose anything (``codrivers``: the real trigger-rally
+#: recordings under held-out car noise, :func:`shiftlab.mixing.target.make_codrivers`)
+CHECK_SPLITS = ("codrivers",)
 COMMON = ("id", "label", "domain", "origin", "group", "parent", "recipe")
 IMAGE_COLUMNS = ("id", "image", "label", "domain", "origin", "group", "parent", "recipe")
 AUDIO_COLUMNS = ("id", "audio", "sampling_rate", "label", "domain", "origin", "group", "parent", "recipe")

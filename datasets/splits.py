@@ -13,6 +13,9 @@ the one you care about:
 * Source rows can be weighted down: ``min sum_target L + beta * sum_source L``.
 
 :func:`build` makes the four splits from a dataset of real rows of both domains,
+:func:`add_check_sets` adds evaluation-only splits (:data:`schema.CHECK_SPLITS`, e.g.
+``codrivers``: real speech every model is scored on and reported separately; never
+trained on, never synthesised from, never used for a choice),
 :func:`attach_synthetic` adds synthetic rows next to their parents,
 :func:`assign_weights` writes the ``weight`` column, :func:`check` verifies the
 invariants, :func:`report` / :func:`markdown` summarise the result.
@@ -30,6 +33,7 @@ works for image and audio datasets alike.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Sequence
 
 import datasets as hfds
@@ -40,7 +44,8 @@ from shiftlab.datasets import schema
 from shiftlab.errors import ShiftlabError
 
 SPLITS = schema.SPLITS
-#: the three buckets that must be group-disjoint
+CHECK_SPLITS = schema.CHECK_SPLITS
+#: the three buckets that must be group-disjoint (each check split present is one more)
 BUCKETS = (("train", "train_dev"), ("dev",), ("test",))
 META = ("id", "label", "domain", "origin", "group", "parent")
 
@@ -292,6 +297,72 @@ def build(ds: hfds.Dataset, cfg: dict) -> hfds.DatasetDict:
     return out
 
 
+def _present(splits) -> list[str]:
+    """:data:`SPLITS` then the check splits present (their fixed order); other keys are ignored."""
+    return list(SPLITS) + [s for s in CHECK_SPLITS if s in splits]
+
+
+# --------------------------------------------------------------------------- check sets
+
+
+def add_check_sets(splits: hfds.DatasetDict, sets: dict[str, hfds.Dataset]) -> hfds.DatasetDict:
+    """``splits`` plus the evaluation-only splits ``sets`` (``{name: dataset}``, names from
+    :data:`schema.CHECK_SPLITS`).
+
+    A check set holds real target rows only (as dev and test), labels among the splits'
+    label names (re-encoded to them), columns those of the splits, weight 1, and groups
+    of its own: a group that is also in train+train_dev, dev or test is an error (a
+    speaker heard in training would not test anything new). An empty set is left out.
+    The rows are never trained on (the trainer fits on train and selects on dev), never
+    synthesised from (:func:`attach_synthetic` refuses a parent there) and only predicted
+    at the end. The result passes :func:`check`.
+    """
+    for s in SPLITS:
+        if s not in splits:
+            raise ShiftlabError(f"splits: missing split {s}")
+    names = schema.label_names(splits["train"])
+    feats = splits["train"].features.copy()
+    out = dict(splits)
+    for name, ds in sets.items():
+        if name not in CHECK_SPLITS:
+            raise ShiftlabError(f"check set {name!r}: unknown (check sets: {', '.join(CHECK_SPLITS)})")
+        if name in splits:
+            raise ShiftlabError(f"check set {name}: the splits already have a split of that name")
+        where = f"check set {name}"
+        if len(ds) == 0:
+            continue
+        _require_columns(ds, META, where)
+        m = _cols(ds, ("id", "domain", "origin"))
+        bad = np.flatnonzero((m["domain"] != "target") | (m["origin"] != "real"))
+        if len(bad):
+            i = int(bad[0])
+            raise ShiftlabError(f"{where}: row {m['id'][i]} has domain {m['domain'][i]} and origin {m['origin'][i]}; "
+                                f"a check set holds real target rows only")
+        try:
+            ds = schema.relabel(ds, names)
+        except ShiftlabError as e:
+            raise ShiftlabError(f"{where}: {e} (labels of the splits: {', '.join(names)})") from None
+        if "weight" in ds.column_names:
+            ds = ds.remove_columns("weight")
+        want = [c for c in feats if c != "weight"]
+        missing = sorted(set(want) - set(ds.column_names))
+        extra = sorted(set(ds.column_names) - set(want))
+        if missing or extra:
+            raise ShiftlabError(f"{where}: columns differ from the splits' (missing {missing or 'none'}, "
+                                f"extra {extra or 'none'})")
+        ds = ds.select_columns(want)
+        same = hfds.Features({k: feats[k] for k in want})
+        try:
+            if ds.features != same:
+                ds = ds.cast(same, keep_in_memory=True)
+        except Exception as e:  # noqa: BLE001 - incompatible shapes/types
+            raise ShiftlabError(f"{where}: features do not match the splits' ({type(e).__name__}: {e})") from None
+        out[name] = _with_weight(ds, np.ones(len(ds), dtype=np.float32))
+    out = hfds.DatasetDict(out)
+    check(out)
+    return out
+
+
 # --------------------------------------------------------------------------- weights
 
 
@@ -388,9 +459,10 @@ def attach_synthetic(splits: hfds.DatasetDict, synthetic: hfds.Dataset, cfg: dic
     if len(real):
         raise ShiftlabError(f"{where}: row {sm['id'][real[0]]} has origin {sm['origin'][real[0]]!r}, not 'synthetic'")
 
-    # every row of every split, to look the parents up
+    # every row of every split (check splits too), to look the parents up
+    allsp = _present(splits)
     ids, split_of, grp, dom, org = [], [], [], [], []
-    for k, s in enumerate(SPLITS):
+    for k, s in enumerate(allsp):
         m = _cols(splits[s], ("id", "group", "domain", "origin"))
         ids.append(m["id"].astype(str))
         split_of.append(np.full(len(m["id"]), k))
@@ -415,8 +487,8 @@ def attach_synthetic(splits: hfds.DatasetDict, synthetic: hfds.Dataset, cfg: dic
     if len(bad):
         i = int(bad[0])
         raise ShiftlabError(
-            f"{where}: row {sm['id'][i]} has parent {parents[i]} in {SPLITS[psplit[i]]}; synthetic rows may only "
-            f"come from train/train_dev rows (never from dev/test)"
+            f"{where}: row {sm['id'][i]} has parent {parents[i]} in {allsp[psplit[i]]}; synthetic rows may only "
+            f"come from train/train_dev rows (never from dev/test{'/' + '/'.join(allsp[len(SPLITS):]) if allsp[len(SPLITS):] else ''})"
         )
     bad = np.flatnonzero(org[hit] != "real")
     if len(bad):
@@ -443,7 +515,7 @@ def attach_synthetic(splits: hfds.DatasetDict, synthetic: hfds.Dataset, cfg: dic
         raise ShiftlabError(f"{where}: features do not match the splits' ({type(e).__name__}: {e})") from None
 
     out = {}
-    for k, s in enumerate(SPLITS):
+    for k, s in enumerate(allsp):
         d = splits[s]
         if "weight" in d.column_names:
             d = d.remove_columns("weight")
@@ -462,25 +534,28 @@ def attach_synthetic(splits: hfds.DatasetDict, synthetic: hfds.Dataset, cfg: dic
 def check(splits: hfds.DatasetDict) -> None:
     """Raise a one-line ShiftlabError if the splits break an invariant.
 
-    Checked: all four splits present and non-empty; ids unique across all splits;
-    dev/test hold only real target rows; every synthetic row's parent is a real row in
-    train/train_dev with the same group and domain; no group in more than one of
-    {train + train_dev, dev, test}; weights (when present) finite and >= 0.
+    Checked: all four splits present and non-empty (a check split of
+    :data:`schema.CHECK_SPLITS`, when present, too); ids unique across all splits;
+    dev/test and the check splits hold only real target rows; every synthetic row's parent
+    is a real row in train/train_dev with the same group and domain; no group in more than
+    one of {train + train_dev, dev, test, each check split}; weights (when present) finite
+    and >= 0. Other split names are not looked at.
     """
-    for s in SPLITS:
+    allsp = _present(splits)
+    for s in allsp:
         if s not in splits:
             raise ShiftlabError(f"splits: missing split {s} (have: {', '.join(splits) or 'none'})")
         if len(splits[s]) == 0:
             raise ShiftlabError(f"splits: split {s} is empty")
         _require_columns(splits[s], META, f"splits: {s}")
-    cols = {s: _cols(splits[s], META) for s in SPLITS}
+    cols = {s: _cols(splits[s], META) for s in allsp}
 
-    ids = np.concatenate([cols[s]["id"].astype(str) for s in SPLITS])
-    owner = np.concatenate([np.full(len(cols[s]["id"]), k) for k, s in enumerate(SPLITS)])
+    ids = np.concatenate([cols[s]["id"].astype(str) for s in allsp])
+    owner = np.concatenate([np.full(len(cols[s]["id"]), k) for k, s in enumerate(allsp)])
     uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
     if (counts > 1).any():
         dup = uniq[np.flatnonzero(counts > 1)[0]]
-        where = sorted({SPLITS[k] for k in owner[ids == dup]}, key=SPLITS.index)
+        where = sorted({allsp[k] for k in owner[ids == dup]}, key=allsp.index)
         raise ShiftlabError(f"splits: duplicate id {dup} (in {', '.join(where)})")
 
     for s in ("dev", "test"):
@@ -492,11 +567,20 @@ def check(splits: hfds.DatasetDict) -> None:
                 f"splits: {s} holds row {m['id'][i]} with domain {m['domain'][i]} and origin {m['origin'][i]}; "
                 f"dev and test must be real target rows only"
             )
+    for s in allsp[len(SPLITS):]:
+        m = cols[s]
+        bad = np.flatnonzero((m["domain"] != "target") | (m["origin"] != "real"))
+        if len(bad):
+            i = int(bad[0])
+            raise ShiftlabError(
+                f"splits: check split {s} holds row {m['id'][i]} with domain {m['domain'][i]} and origin "
+                f"{m['origin'][i]}; a check split holds real target rows only (never synthetic rows)"
+            )
 
     # synthetic rows: parent real, in train/train_dev, same group and domain
-    group_all = np.concatenate([cols[s]["group"] for s in SPLITS])
-    domain_all = np.concatenate([cols[s]["domain"] for s in SPLITS])
-    origin_all = np.concatenate([cols[s]["origin"] for s in SPLITS])
+    group_all = np.concatenate([cols[s]["group"] for s in allsp])
+    domain_all = np.concatenate([cols[s]["domain"] for s in allsp])
+    origin_all = np.concatenate([cols[s]["origin"] for s in allsp])
     for s in SPLITS:
         m = cols[s]
         syn = np.flatnonzero(m["origin"] != "real")
@@ -509,7 +593,7 @@ def check(splits: hfds.DatasetDict) -> None:
         psplit = np.where(found, owner[at], -1)
         problems = [
             (~found, lambda i: "which is in no split"),
-            (found & (psplit >= 2), lambda i: f"which is in {SPLITS[psplit[i]]} (parents must be in train/train_dev)"),
+            (found & (psplit >= 2), lambda i: f"which is in {allsp[psplit[i]]} (parents must be in train/train_dev)"),
             (found & (origin_all[at] != "real"), lambda i: "which is not a real row"),
         ]
         for mask, why in problems:
@@ -528,13 +612,14 @@ def check(splits: hfds.DatasetDict) -> None:
                     f"{parents[i]} has {col} {str(every[at[i]])!r}"
                 )
 
+    buckets = list(BUCKETS) + [(s,) for s in allsp[len(SPLITS):]]
     bucket_groups = []
-    for bucket in BUCKETS:
+    for bucket in buckets:
         g = np.concatenate([cols[s]["group"].astype(str) for s in bucket])
         bucket_groups.append(np.unique(g))
-    names = ["+".join(b) for b in BUCKETS]
-    for a in range(len(BUCKETS)):
-        for b in range(a + 1, len(BUCKETS)):
+    names = ["+".join(b) for b in buckets]
+    for a in range(len(buckets)):
+        for b in range(a + 1, len(buckets)):
             both = np.intersect1d(bucket_groups[a], bucket_groups[b])
             if len(both):
                 raise ShiftlabError(
@@ -542,7 +627,7 @@ def check(splits: hfds.DatasetDict) -> None:
                     f"{f' ({len(both)} groups in all)' if len(both) > 1 else ''}; groups must not cross splits"
                 )
 
-    for s in SPLITS:
+    for s in allsp:
         if "weight" in splits[s].column_names:
             w = _cols(splits[s], ("weight",))["weight"]
             if not np.all(np.isfinite(w) & (w >= 0)):
@@ -560,6 +645,10 @@ def report(splits: hfds.DatasetDict) -> dict:
     * ``counts[split][domain][origin][label]``: row counts (label names; zeros included).
     * ``weights[split][domain][origin]``: weight sums; ``beta[split][domain][origin]``: the
       mean weight per row of that kind (null where there are none).
+    * ``check[split]`` (only when a check split of :data:`schema.CHECK_SPLITS` is present):
+      ``rows``, ``groups`` (the group names, sorted) and ``noise_groups`` (the sorted
+      ``target_mix.noise_group`` values of its rows' recipes: the held-out noise sources it
+      was mixed with; empty when its rows carry none).
     """
     present = [s for s in SPLITS if s in splits] + [s for s in splits if s not in SPLITS]
     names = schema.label_names(splits[present[0]]) if present else []
@@ -583,6 +672,24 @@ def report(splits: hfds.DatasetDict) -> dict:
                 k = int(sel.sum())
                 rep["beta"][s][dom][org] = round(float(w[sel].mean()), 8) if k else None
     rep["total_rows"] = int(sum(rep["rows"].values()))
+    checks = {}
+    for s in present:
+        if s not in CHECK_SPLITS:
+            continue
+        m = _cols(splits[s], ("group", "recipe"))
+        noise = set()
+        for r in m["recipe"]:
+            try:
+                rec = json.loads(r) if r else {}
+            except (TypeError, ValueError):
+                rec = {}
+            tm = rec.get("target_mix") if isinstance(rec, dict) else None
+            if isinstance(tm, dict) and tm.get("noise_group"):
+                noise.add(str(tm["noise_group"]))
+        checks[s] = {"rows": int(len(splits[s])), "groups": sorted(set(m["group"].astype(str).tolist())),
+                     "noise_groups": sorted(noise)}
+    if checks:
+        rep["check"] = checks
     return rep
 
 
@@ -635,4 +742,11 @@ def markdown(report: dict, title: str) -> str:
                 wrows.append([s, d, o, n, report["weights"][s][d][o], report["beta"][s][d][o]])
         wrows.append([s, "**all**", "", report["rows"][s], report["weight_sum"][s], None])
     out.append(_table(["split", "domain", "origin", "rows", "weight sum", "weight per row"], wrows))
+    if report.get("check"):
+        out += ["", "## Check sets (evaluation only)", "",
+                "Real target rows every trained model is scored on and reported separately; never trained on, "
+                "never synthesised from, never used to choose a checkpoint. Their groups are in no other split.", ""]
+        out.append(_table(["check set", "rows", "groups", "group names", "noise sources"],
+                          [[s, d["rows"], len(d["groups"]), ", ".join(d["groups"]),
+                            ", ".join(d["noise_groups"]) or "-"] for s, d in report["check"].items()]))
     return "\n".join(out) + "\n"

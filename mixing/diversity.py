@@ -1,6 +1,6 @@
 """Audio diversity checks (``shiftlab check audio``): is the car noise under the speech diverse?
 
-The trap (Machine Learning Yearning ch. 40; BRIEF section 1): one hour of car noise reused
+The trap (Machine Learning Yearning ch. 40): one hour of car noise reused
 under 1,000 hours of speech, or noise from only ten cars, sounds fine to a person, but a
 model overfits those few noise sources and fails on new cars. :func:`run` measures, from the
 synthetic mixes, their recipes and the noise bank, how often every piece of noise is heard,

@@ -40,6 +40,17 @@ Rows and randomness: target rows are numbered by id order (``p``); row ``p`` tak
 ``default_rng(seeding.sample_seed(seed, p, "target_mix")).uniform(*target_snr_db)``.
 The mix is :func:`shiftlab.mixing.mix.mix` (exact power SNR, clipping guard), on the CPU.
 
+The codriver check set (``codrivers: true``, :func:`make_codrivers`): with ``speech: tts``
+the prepared speech's real target rows (trigger-rally's three codrivers, 3 x 25 pace-note
+words by default) are not the target any more; they become a second, evaluation-only set
+(``data/prepared/codrivers``, split ``codrivers`` of the audio splits): the same rows,
+mixed exactly as the target is (:func:`make_target` with ``speech: real``: the same
+held-out driven cars -- the same drives, ``target_drive`` seeds -- and SNR prior), but
+with draws of their own: plan ``seeding.sample_rng(seed, 0, "codrivers_plan")``, SNR
+``seeding.sample_seed(seed, p, "codrivers_mix")``, and ``"purpose": "codrivers"`` in their
+``target_mix`` record. With ``speech: real`` the codrivers are the target itself (their
+speakers are in train, dev and test), so there is no separate check set.
+
 Leakage guard: if the synthesis bank is given, a target noise clip that is also in it
 (same id, same group, or the same samples under another id) is an error -- a model must
 never be scored on the noise it was trained with. ``bank_names`` does the same without
@@ -63,7 +74,7 @@ from shiftlab.errors import ShiftlabError
 from shiftlab.mixing import bank as bank_mod
 from shiftlab.mixing import mix as mix_mod
 
-__all__ = ["DEFAULTS", "check_cfg", "make_target"]
+__all__ = ["DEFAULTS", "check_cfg", "make_target", "make_codrivers", "codrivers_reason", "target_noise"]
 
 _KEY = "target_mix"
 
@@ -90,9 +101,12 @@ DEFAULTS: dict[str, Any] = {
     "max_source_share": 0.2,  # per-group cap of the target draws (5 held-out cars: even split)
     "min_segment_db": bank_mod.SILENCE_DB,
     "peak_limit": 1.0,
+    "codrivers": True,  # speech tts: the prepared real target rows (codrivers) -> an evaluation-only check set
 }
 
 SPEECHES = ("tts", "real")
+#: the seed purpose prefix of the codriver check set's draws (the target's is "target")
+CODRIVERS = "codrivers"
 
 
 def check_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -126,6 +140,9 @@ def check_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         c["drive"] = {}
     rpm.check_ranges(c["drive"], f"{_KEY}.drive")  # validate; keep the user's (short) overrides
     c["drive"] = dict(c["drive"])
+    if not isinstance(c["codrivers"], (bool, np.bool_)):
+        raise ShiftlabError(f"{_KEY}.codrivers: must be true or false, got {c['codrivers']!r}")
+    c["codrivers"] = bool(c["codrivers"])
     return c
 
 
@@ -277,8 +294,53 @@ def _drive_torcs(tb, c: dict):
     return bank_mod.combine(parts + [bank_mod._dataset(driven)])
 
 
+def target_noise(noise, cfg: Mapping[str, Any] | None = None):
+    """The target noise bank: the ``target``-domain rows of ``noise`` matching ``recordings``,
+    each held-out TORCS car driven ``torcs_drives`` times (module docstring). Build it once and
+    pass it as ``target_bank`` to :func:`make_target` / :func:`make_codrivers` to share the drives."""
+    c = check_cfg(cfg)
+    return _drive_torcs(bank_mod.from_noise(noise, c["recordings"], "target", where=_KEY), c)
+
+
+def codrivers_reason(cfg: Mapping[str, Any] | None = None) -> str | None:
+    """None when the codriver check set is made (``codrivers: true`` and ``speech: tts``),
+    else why not (one line)."""
+    c = check_cfg(cfg)
+    if not c["codrivers"]:
+        return f"{_KEY}.codrivers is false"
+    if c["speech"] == "real":
+        return (f"{_KEY}.speech is real: the codrivers are the target itself (their speakers are in train, dev and "
+                f"test), so there is no separate check set")
+    return None
+
+
+def make_codrivers(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None,
+                   bank_names: Mapping[str, bank_mod.Names] | bank_mod.Names | None = None, target_bank=None):
+    """The codriver check set: the real target rows of the prepared ``speech`` (trigger-rally's
+    codrivers by default), mixed with the held-out target noise exactly as the target is
+    (``speech: real``), with draws of their own (module docstring: ``codrivers_plan``,
+    ``codrivers_mix``).
+
+    Args as :func:`make_target` (``target_bank``: :func:`target_noise`'s bank, to reuse the
+    target's drives). Returns an in-memory ``Dataset`` of the mixed target-domain rows only
+    (ids, groups, labels of the prepared rows; origin ``real``). Call it when
+    :func:`codrivers_reason` is None; it refuses ``speech: real``.
+    """
+    c = check_cfg(cfg)
+    if c["speech"] == "real":
+        raise ShiftlabError(f"{_KEY}.codrivers: {codrivers_reason(c)}")
+    m = bank_mod._meta(speech, ("domain",))
+    tgt = np.flatnonzero(np.asarray(m["domain"]).astype(str) == "target")
+    if not len(tgt):
+        raise ShiftlabError(f"{_KEY}.codrivers: the prepared speech has no real target rows (the codrivers) to mix; "
+                            f"set {_KEY}.codrivers: false")
+    return make_target(bank_mod.take(speech, tgt.tolist()), noise, {**c, "speech": "real"}, bank=bank,
+                       bank_names=bank_names, purpose=CODRIVERS, target_bank=target_bank)
+
+
 def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None,
-                bank_names: Mapping[str, bank_mod.Names] | bank_mod.Names | None = None):
+                bank_names: Mapping[str, bank_mod.Names] | bank_mod.Names | None = None, *,
+                purpose: str = "target", target_bank=None):
     """``speech`` with every target-domain row mixed with held-out target-domain noise (module docstring).
 
     Args:
@@ -289,6 +351,10 @@ def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None,
         bank: the synthesis noise bank (optional): a target recording found in it is an error.
         bank_names: ``{section: bank.Names}`` (or one ``Names``) of the synthesis banks
             (optional): a target recording or group they draw from is an error.
+        purpose: the prefix of the seed purposes of the draws (``<purpose>_plan``,
+            ``<purpose>_mix``); anything but ``target`` is also recorded in each row's
+            ``target_mix`` record (:func:`make_codrivers` passes ``codrivers``).
+        target_bank: the target noise bank from :func:`target_noise` (default: built here).
 
     Returns:
         A new in-memory ``Dataset`` with the rows, order and features of ``speech``;
@@ -298,7 +364,9 @@ def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None,
 
     c = check_cfg(cfg)
     seed = c["seed"]
-    tb = _drive_torcs(bank_mod.from_noise(noise, c["recordings"], "target", where=_KEY), c)
+    if not isinstance(purpose, str) or not purpose:
+        raise ShiftlabError(f"{_KEY}: purpose must be a non-empty name, got {purpose!r}")
+    tb = target_bank if target_bank is not None else target_noise(noise, c)
     tn = bank_mod.arrays(tb)
     tn_recording = {cid: str(_recipe(r).get("recording") or cid)
                     for cid, r in zip(tb["id"], bank_mod._meta(tb, ("recipe",))["recipe"])}
@@ -328,10 +396,10 @@ def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None,
     if lens.min() < 1:
         raise ShiftlabError(f"{_KEY}: speech row {m['id'][order[int(np.argmin(lens))]]} has no samples")
     T = int(lens.max())
-    plan = bank_mod.plan_draws(tn, T, len(order), seeding.sample_rng(seed, 0, "target_plan"),
+    plan = bank_mod.plan_draws(tn, T, len(order), seeding.sample_rng(seed, 0, f"{purpose}_plan"),
                                c["max_source_share"], c["min_segment_db"])
     lo, hi = c["target_snr_db"]
-    row_seeds = [seeding.sample_seed(seed, p, "target_mix") for p in range(len(order))]
+    row_seeds = [seeding.sample_seed(seed, p, f"{purpose}_mix") for p in range(len(order))]
     snr = np.array([float(np.random.default_rng(s).uniform(lo, hi)) for s in row_seeds])
     new_audio = list(waves)
     recipes = list(m["recipe"])
@@ -354,6 +422,8 @@ def make_target(speech, noise, cfg: Mapping[str, Any] | None = None, bank=None,
                 speech_gain=float(g1[k]), noise_gain=float(g2[k]), peak_limit=c["peak_limit"], seed=int(row_seeds[p]),
                 index=int(p), simulated=True,
             )
+            if purpose != "target":
+                entry["purpose"] = purpose
             try:
                 orig = json.loads(recipes[i]) if recipes[i] else {}
             except json.JSONDecodeError:

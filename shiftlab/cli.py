@@ -2,7 +2,7 @@
 
     shiftlab prepare images|speech|noise   build a data source as a Dataset on disk
     shiftlab split images|audio            train / train_dev / dev / test + weights + report
-    shiftlab prepare target                the audio target: real speech under held-out real car noise
+    shiftlab prepare target                the audio target under held-out real car noise (+ the codriver check set)
     shiftlab synth blur [--section S]      motion-blurred synthetic rows of the train source images
     shiftlab mix [--section S]             car noise mixed into the clean train source speech
     shiftlab check images|audio            diversity report + gates of the synthetic rows
@@ -97,6 +97,21 @@ def cmd_split(args) -> None:
     ds = store.load(src, "prepared dataset", hint)
     schema.check(ds, str(src))
     parts = splits.build(ds, cfg)
+    left_out = []
+    if cfg.get("check_sets"):  # evaluation-only splits (split_audio.check_sets), each beside the input
+        sets = {}
+        for cname in cfg["check_sets"]:
+            p = src.parent / cname
+            if not p.exists():  # not made (an older `shiftlab prepare target`, or your own prepared input)
+                left_out.append(f"{cname} (no {p})")
+                continue
+            cs = store.load(p, f"check set {cname}")
+            if len(cs) == 0:  # e.g. target_mix.codrivers: false
+                left_out.append(f"{cname} (empty: {p})")
+                continue
+            schema.check(cs, str(p))
+            sets[cname] = cs
+        parts = splits.add_check_sets(parts, sets)
     splits.check(parts)
     rep = splits.report(parts)
     out = Path(args.out or SPLITS / what)
@@ -107,7 +122,8 @@ def cmd_split(args) -> None:
         store.write_json(tx[metrics], rep)
         store.write_text(tx[md], splits.markdown(rep, f"Split report: {what}"))
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in parts.items())
-    print(f"{name}: {sizes} -> {out}; report {md} [{time.perf_counter() - t0:.1f} s]")
+    skipped = f"; check sets left out: {', '.join(left_out)}" if left_out else ""
+    print(f"{name}: {sizes}{skipped} -> {out}; report {md} [{time.perf_counter() - t0:.1f} s]")
 
 
 SYNTH = Path("data/synth")
@@ -164,12 +180,27 @@ def _prepare_target(args, cfg, t0) -> None:
     # every synthesis bank, resolved as `shiftlab mix` resolves it: none may draw from a target recording or car
     banks = {s: bank_mod.names(config.section(s, args.params)["bank"], noise, f"{s}.bank")
              for s in config.SCHEMA if s.startswith("synth_mix")}
-    ds = target.make_target(speech, noise, cfg, bank_names=banks)
+    tb = target.target_noise(noise, cfg)  # the held-out cars driven once, for the target and the codrivers
+    ds = target.make_target(speech, noise, cfg, bank_names=banks, target_bank=tb)
     schema.check(ds, "prepare target")
     out = Path(args.out or PREPARED / "speech_incar")
-    store.save(ds, out)
+    # the codriver check set, beside the target (shiftlab split audio reads it from there); always written,
+    # empty when there is none, so the stage's outputs are the same whatever target_mix says
+    co_out = out.parent / "codrivers"
+    why = target.codrivers_reason(cfg)
+    if why is None:
+        co = target.make_codrivers(speech, noise, cfg, bank_names=banks, target_bank=tb)
+        schema.check(co, "prepare target (codrivers)")
+        co_line = (f"; codrivers: {len(co):,} real rows of {len(set(co['group'])):,} speakers under held-out car "
+                   f"noise -> {co_out}")
+    else:
+        co = ds.select([])
+        co_line = f"; codrivers: none ({why}) -> {co_out} (empty)"
+    with store.outputs(out, co_out) as tx:  # both or neither
+        store.save(ds, tx[out])
+        store.save(co, tx[co_out])
     nt = sum(1 for d in ds["domain"] if d == "target")
-    print(_summary("prepare target", ds, out, t0, f", {nt:,} target rows mixed with held-out car noise"))
+    print(_summary("prepare target", ds, out, t0, f", {nt:,} target rows mixed with held-out car noise") + co_line)
 
 
 def cmd_mix(args) -> None:
@@ -341,7 +372,7 @@ def cmd_train_all(args) -> None:
     sc = args.scenario
     exp = config.section("experiment", args.params)
     cfg = config.section(f"train_{sc}", args.params)
-    runs = [(var, int(seed)) for var in exp["variants"] for seed in exp["seeds"]]
+    runs = [(var, int(seed)) for var in exp["variants"] for seed in config.seeds(exp, sc)]
     jobs, gpus = _train_jobs(exp["jobs"], cfg)
     jobs = min(len(runs), jobs)
     slots: queue.Queue = queue.Queue()
@@ -391,7 +422,7 @@ def cmd_train_all(args) -> None:
         raise ShiftlabError(f"train --all [{sc}]: {len(failed)} of {len(runs)} runs failed; first {var} s{seed}: "
                             f"{last.removeprefix('shiftlab: error: ')} (log {log})")
     summary = {var: {f"s{seed}": json.loads((root / var / f"s{seed}" / "metrics.json").read_text())
-                     for seed in exp["seeds"]} for var in exp["variants"]}
+                     for seed in config.seeds(exp, sc)} for var in exp["variants"]}
     metrics = Path(args.metrics or METRICS / "train" / f"{sc}.json")
     with store.outputs(metrics) as tx:
         tx.write_json(metrics, summary)
@@ -449,10 +480,32 @@ def cmd_evaluate(args) -> None:
     results: dict = {}
     names = None
     for var in exp["variants"]:
-        for seed in exp["seeds"]:
+        for seed in config.seeds(exp, sc):
             p, names = trainer.load_predictions(runs_dir / var / f"s{seed}" / "predictions.npz")
             preds.setdefault(var, {})[str(seed)] = p
     splits = ("test", "dev")
+    # evaluation-only check splits (schema.CHECK_SPLITS, e.g. the codrivers): scored and compared like test, reported
+    # on their own; every run must have them, or none
+    checks = []
+    for cs in evaluate.CHECK_SPLITS:
+        have = [(v, sd) for v, by in preds.items() for sd, p in by.items() if cs in p and len(p[cs]["y"])]
+        if not have:
+            continue
+        lack = [f"{v} s{sd}" for v, by in preds.items() for sd, p in by.items() if (v, sd) not in have]
+        if lack:
+            raise ShiftlabError(f"evaluate {sc}: runs {', '.join(lack)} have no {cs} predictions but other runs do; "
+                                f"retrain them on the current splits, so every run is scored on the same sets")
+        checks.append(cs)
+    check_info = {}
+    for cs in checks:
+        v0, sd0 = next((v, sd) for v, by in preds.items() for sd in by)
+        grp = preds[v0][sd0][cs].get("group")
+        check_info[cs] = {"rows": int(len(preds[v0][sd0][cs]["y"])),
+                          "groups": sorted({str(g) for g in grp}) if grp is not None else [],
+                          "min_groups": cfg["min_groups"]}
+        check_info[cs]["why_inconclusive"] = evaluate.few_groups_text(cs, check_info[cs]["groups"],
+                                                                      cfg["min_groups"], "speakers")
+    all_splits = splits + tuple(checks)
     metrics_path = Path(args.metrics or METRICS / f"evaluate_{sc}.json")
     report_path = Path(args.report or REPORTS / f"evaluate_{sc}.md")
     # all three outputs (eval dir, metrics, report) commit together or not at all
@@ -468,11 +521,11 @@ def cmd_evaluate(args) -> None:
                     flat[f"{var}/s{seed}/{k}"] = v
         unfit = evaluate.unfit_runs(results, cfg)
         variants = {sp: {var: evaluate.variant_error(by_seed, names, cfg, split=sp, where=f"runs[{var!r}]")
-                         for var, by_seed in preds.items()} for sp in splits}
+                         for var, by_seed in preds.items()} for sp in all_splits}
         pairs = [(v, "nosynth") for v in preds if v != "nosynth"] if "nosynth" in preds else []
         if "synth" in preds and "narrow" in preds:  # did the narrow synthesis transfer worse than the default?
             pairs.append(("narrow", "synth"))
-        compare = evaluate.compare_all(preds, names, cfg, pairs=pairs, splits=splits, unfit=unfit) if pairs else {}
+        compare = evaluate.compare_all(preds, names, cfg, pairs=pairs, splits=all_splits, unfit=unfit) if pairs else {}
         for sp, by_name in compare.items():
             for name, c in by_name.items():
                 for k, v in evaluate.compare_metrics(c).items():
@@ -483,7 +536,11 @@ def cmd_evaluate(args) -> None:
                 flat[f"variant/{sp}/{var}/error_low"] = d["low"]
                 flat[f"variant/{sp}/{var}/error_high"] = d["high"]
         flat["unfit_runs"] = sum(len(v) for v in unfit.values())
+        for cs, info in check_info.items():
+            flat[f"check/{cs}/rows"] = info["rows"]
+            flat[f"check/{cs}/groups"] = len(info["groups"])
         doc = {"scenario": sc, "label_names": names, "primary_split": splits[0], "splits": list(splits),
+               "check_splits": list(checks), "check": check_info,
                "config": cfg, "optimal_error": cfg["optimal_error"], "optimal_error_proxy": cfg["optimal_error_proxy"],
                "fit_rule": {"fit_max_chance_share": cfg["fit_max_chance_share"],
                             "text": (f"a run did not fit when the train error of its selected checkpoint is above "
@@ -493,20 +550,31 @@ def cmd_evaluate(args) -> None:
                "unfit": unfit, "runs": results, "variants": variants, "compare": compare}
         store.write_json(Path(tmp) / "results.json", doc)
         tx.write_json(metrics_path, flat)
-        tx.write_text(report_path, _evaluate_markdown(sc, compare, variants, unfit, doc, results, splits))
+        tx.write_text(report_path, _evaluate_markdown(sc, compare, variants, unfit, doc, results, splits, cfg))
     n = sum(len(v) for v in preds.values())
     lines = [f"{c['treatment']} - {c['baseline']} {c['verdict']}" for c in compare.get(splits[0], {}).values()]
-    print(f"evaluate {sc}: {n} runs; test verdicts: " + ("; ".join(lines) or "none")
+    extra = ""
+    for cs in checks:
+        cl = [f"{c['treatment']} - {c['baseline']} {c['verdict']}" for c in compare.get(cs, {}).values()]
+        extra += (f"; {cs} ({check_info[cs]['rows']:,} rows, {len(check_info[cs]['groups'])} speakers) verdicts: "
+                  + ("; ".join(cl) or "none"))
+    print(f"evaluate {sc}: {n} runs; test verdicts: " + ("; ".join(lines) or "none") + extra
           + f"; unfit runs: {flat['unfit_runs']} -> {out_dir} [{time.perf_counter() - t0:.1f} s]")
 
 
-def _evaluate_markdown(sc, compare, variants, unfit, doc, results, splits) -> str:
+def _evaluate_markdown(sc, compare, variants, unfit, doc, results, splits, cfg=None) -> str:
     from shiftlab.train import evaluate
 
     md = [f"# Evaluation: {sc}", ""]
     if compare:
-        md.append(evaluate.compare_markdown(compare, variants, title=f"Verdicts ({sc}): does the synthesis help?",
-                                            primary=splits[0]))
+        md.append(evaluate.compare_markdown({sp: compare[sp] for sp in splits if sp in compare},
+                                            {sp: variants[sp] for sp in splits if sp in variants},
+                                            title=f"Verdicts ({sc}): does the synthesis help?", primary=splits[0]))
+        md.append("")
+    for cs in doc.get("check_splits", []):  # the evaluation-only check sets, each on its own
+        info = doc["check"][cs]
+        md.append(evaluate.check_markdown(cs, compare.get(cs, {}), variants.get(cs, {}), info["groups"],
+                                          cfg or doc["config"], rows=info["rows"]))
         md.append("")
     md.append(f"Runs that did not fit ({doc['fit_rule']['text']}): "
               + (", ".join(f"{v} s{s}" for v, ss in unfit.items() for s in ss) or "none") + ".")

@@ -292,6 +292,9 @@ _SPLIT = {
 }
 SCHEMA["split_images"] = copy.deepcopy(_SPLIT)
 SCHEMA["split_audio"] = copy.deepcopy(_SPLIT)
+# evaluation-only splits added to the audio splits, each read from data/prepared/<name> (beside the input);
+# the names are shiftlab.datasets.schema.CHECK_SPLITS (not imported here: config stays light)
+SCHEMA["split_audio"]["check_sets"] = List(Str(None, ["codrivers"]), ["codrivers"])
 
 
 def _blur_section(families, linear, shake) -> dict:
@@ -458,8 +461,9 @@ class ModuleSection:
     """A params section validated by ``module.func`` over ``module.attr`` (+ ``overrides``)."""
 
     def __init__(self, module: str, func: str, attr: str = "DEFAULTS", overrides: dict | None = None,
-                 key: str | None = None):
+                 key: str | None = None, replace: tuple = ()):
         self.module, self.func, self.attr = module, func, attr
+        self.replace = tuple(replace)
         self.overrides = overrides or {}
         self.key = key  # the section name the module's messages use (replaced by the real one)
 
@@ -479,7 +483,11 @@ class ModuleSection:
 
         if value is not None and not isinstance(value, dict):
             raise ValueError(f"must be a mapping of keys, got {value!r}")
-        merged = _deep_merge(self.base(), value or {})
+        base = self.base()
+        for k in self.replace:  # keys whose value is one design (model_kwargs): a user's value replaces it whole
+            if value and k in value:
+                base.pop(k, None)
+        merged = _deep_merge(base, value or {})
         fn = getattr(self._mod(), self.func)
         if "where" in inspect.signature(fn).parameters and name:
             return fn(merged, where=name)
@@ -550,14 +558,44 @@ SCHEMA["calibrate_blur"] = {
     "candidates": _lazy("shiftlab.synth.calibrate", "check_candidates", [], "a list of partial kernel mappings"),
     "criterion": Str("domain_auc", ["domain_auc", "frechet"]),
     "check": _lazy("shiftlab.synth.calibrate", "check_overrides", {}, "a mapping of check_images keys"),
+    "workers": Int(0, 0),
     "report": Str("reports/calibrate_blur.md"),
     "plot": Str("reports/calibrate_blur.png"),
     "metrics": Str("metrics/calibrate_blur.json"),
 }
+_SEED_LIST = List(Int(0, 0), [0, 1, 2], 1)
+_SCENARIOS = ("images", "audio")
+
+
+def _check_seeds(v):
+    """experiment.seeds: one list for every scenario, or a mapping scenario -> list."""
+    if isinstance(v, dict):
+        out = {}
+        for k, x in v.items():
+            if k not in _SCENARIOS:
+                raise ValueError(f"unknown scenario {k!r} (one of {', '.join(_SCENARIOS)})")
+            try:
+                out[k] = _SEED_LIST.validate(x)
+            except ValueError as e:
+                raise ValueError(f"{k}: {e}") from None
+        missing = [k for k in _SCENARIOS if k not in out]
+        if missing:
+            raise ValueError(f"no seeds for {', '.join(missing)}")
+        return out
+    return _SEED_LIST.validate(v)
+
+
+def seeds(exp: dict, scenario: str) -> list:
+    """The seeds of ``scenario`` in a validated ``experiment`` section."""
+    s = exp["seeds"]
+    return list(s[scenario] if isinstance(s, dict) else s)
+
+
 #: the comparison matrix: dvc.yaml's train stages run every variant x seed
 SCHEMA["experiment"] = {
     "variants": List(Str("nosynth", choices=["nosynth", "synth", "narrow"]), ["nosynth", "synth", "narrow"], 1),
-    "seeds": List(Int(0, 0), [0, 1, 2], 1),
+    # one list for both scenarios, or {images: [...], audio: [...]}
+    "seeds": Spec([0, 1, 2], _check_seeds, "a list of integers >= 0, or a mapping images/audio -> such a list"),
     # runs trained side by side by `shiftlab train --all` (each with its section's num_threads);
     # 0 = auto: CPU cores // num_threads (1 on CUDA). Results do not depend on it.
     "jobs": Int(0, 0),
@@ -565,14 +603,14 @@ SCHEMA["experiment"] = {
 #: training per scenario (shiftlab.train.trainer); the defaults fit `make demo` on 2 CPU cores
 SCHEMA["train_images"] = ModuleSection("shiftlab.train.trainer", "merge", overrides={
     "model": "cbam_resnet", "model_kwargs": {"width": 8, "stem_stride": 2}, "epochs": 10, "batch_size": 128,
-    "lr": 0.05, "eval_train_rows": 500, "epoch_rows": "real", "channels_last": "auto", "num_threads": 1,
-}, key="train")
+    "lr": 0.1, "eval_train_rows": 500, "epoch_rows": "real", "channels_last": "auto", "num_threads": 1,
+}, key="train", replace=("model_kwargs",))
 SCHEMA["train_audio"] = ModuleSection("shiftlab.train.trainer", "merge", overrides={
-    "model": "attention_tiny", "model_kwargs": {"width": 4, "stem_width": 8}, "epochs": 6, "batch_size": 32,
+    "model": "cbam_resnet", "model_kwargs": {"width": 8, "stem_stride": 2}, "epochs": 10, "batch_size": 64,
     "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.01, "eval_train_rows": 300, "epoch_rows": "real",
     "channels_last": "auto", "grad_clip": 1.0, "num_threads": 1,
-    "frontend": {"n_mels": 40, "hop_length": 320},
-}, key="train")
+    "frontend": {"n_mels": 32, "hop_length": 400},
+}, key="train", replace=("model_kwargs",))
 SCHEMA["evaluate"] = ModuleSection("shiftlab.train.evaluate", "merge_config", key="evaluate")
 #: the report of the whole run (shiftlab.train.report)
 SCHEMA["report"] = ModuleSection("shiftlab.train.report", "merge_config", key="report")

@@ -270,12 +270,28 @@ def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def _save_one(ds: hfds.Dataset, target: Path, max_shard_size) -> None:
+    # a dataset of 0 rows gets one (empty) shard: with 0 shards `load_from_disk` cannot read it back
+    if len(ds) == 0:
+        ds.save_to_disk(str(target), num_shards=1)
+    else:
+        ds.save_to_disk(str(target), max_shard_size=max_shard_size)
+
+
 def save(ds: hfds.Dataset | hfds.DatasetDict, path: str | Path, max_shard_size=MAX_SHARD_SIZE) -> Path:
     """Save a Dataset or DatasetDict to ``path`` atomically and deterministically."""
     path = Path(path)
     with atomic_dir(path) as tmp:
         target = tmp / "data"
-        ds.save_to_disk(str(target), max_shard_size=max_shard_size)
+        if not isinstance(ds, hfds.DatasetDict):
+            _save_one(ds, target, max_shard_size)
+        elif all(len(d) for d in ds.values()):
+            ds.save_to_disk(str(target), max_shard_size=max_shard_size)
+        else:  # as DatasetDict.save_to_disk writes it, an empty split with one shard
+            target.mkdir()
+            (target / "dataset_dict.json").write_text(json.dumps({"splits": list(ds)}), encoding="utf-8")
+            for k, d in ds.items():
+                _save_one(d, target / k, max_shard_size)
         _fix_state(target)
         # move the contents of tmp/data up to tmp (save_to_disk wants a fresh dir)
         for child in target.iterdir():

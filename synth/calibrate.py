@@ -49,6 +49,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -72,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "candidates": [],  # extra candidates: partial synth_blur.kernels mappings
     "criterion": "domain_auc",  # domain_auc | frechet: lower = closer to the target
     "check": {},  # overrides of the check_images section for the scoring (its gates decide eligibility)
+    "workers": 0,  # candidates scored side by side in forked processes (0 = one per CPU core; 1 = in-process)
     "report": "reports/calibrate_blur.md",
     "plot": "reports/calibrate_blur.png",
     "metrics": "metrics/calibrate_blur.json",
@@ -200,7 +202,7 @@ def check_cfg(cfg: Mapping[str, Any] | None = None, where: str = _KEY) -> dict[s
             hint = difflib.get_close_matches(str(k), list(c), 1)
             raise ShiftlabError(f"{where}.{k}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}")
         c[k] = copy.deepcopy(v)
-    for k, lo in (("seed", 0), ("source_rows", 20), ("target_rows", 10)):
+    for k, lo in (("seed", 0), ("source_rows", 20), ("target_rows", 10), ("workers", 0)):
         v = c[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ShiftlabError(f"{where}.{k}: must be an integer >= {lo}, got {v!r}")
@@ -366,6 +368,73 @@ def _target_summary(train) -> dict:
     return {"rows": int(sum(gens.values())), "kinds": gens}
 
 
+#: what the candidate scorer reads (set by :func:`run` before the workers fork)
+_POOL: dict[str, Any] = {}
+
+
+def _uses_cuda(base: Mapping) -> bool:
+    """A CUDA synthesis device cannot be forked: candidates are then scored in-process."""
+    dev = str(base.get("device", "auto"))
+    if dev.startswith("cuda"):
+        return True
+    if dev == "auto":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False
+
+
+def _score_one(i: int) -> dict:
+    """Blur the calibration parents with candidate ``i``'s kernels and score them with the check."""
+    from shiftlab.synth import blur, diversity
+
+    parts, base, chk, c = (_POOL[k] for k in ("parts", "base", "chk", "c"))
+    cand = _POOL["cands"][i]
+    scfg = dict(base, seed=c["seed"], fraction=_POOL["fraction"], copies=1, kernels=cand["kernels"])
+    if mp_child():
+        scfg["workers"] = 1  # no process pool inside a pool worker (kernel draws do not depend on it)
+    syn = blur.make_synthetic(parts, scfg, progress=False)
+    rep = diversity.run(syn, parts, chk, plots_dir=None, progress=False)
+    gates = diversity.gate(rep, chk)
+    failed = [g["name"] for g in gates if not g["passed"] and g["action"] == "fail"]
+    warned = [g["name"] for g in gates if not g["passed"] and g["action"] != "fail"]
+    r = rep["realism"]
+    if r.get("skipped"):
+        raise ShiftlabError(f"calibrate blur: realism not measurable: {r['skipped']}")
+    k = rep["kernels"]
+    scores = {
+        "domain_auc": r["domain_auc"]["auc"],
+        "domain_auc_ci": [r["domain_auc"]["ci_low"], r["domain_auc"]["ci_high"]],
+        "frechet": r["frechet"], "kernel_vendi": k["vendi"], "distinct_kernels": k["distinct"],
+        "orientation_entropy": k["params"]["orientation"]["entropy"],
+        "length_mean": k["params"]["length"]["mean"],
+        "near_duplicate_share": rep["near_duplicates"]["share"],
+        "probe_gap": rep["probe"].get("gap"),
+        "probe_gap_ci_low": (rep["probe"].get("gap_ci") or [None])[0],
+    }
+    return {
+        "name": cand["name"], "description": _describe(cand), "is_base": cand["is_base"],
+        "overrides": cand["overrides"], "kernels": cand["kernels"], "scores": scores,
+        "gates": gates, "failed": failed, "warned": warned, "eligible": not failed,
+        "synthetic_rows": int(len(syn)),
+        "_parents": {"domain_auc": r["domain_auc_parents"], "frechet": r["frechet_parents"]},
+    }
+
+
+def mp_child() -> bool:
+    import multiprocessing as mp
+
+    return mp.parent_process() is not None
+
+
+def _progress(res: Mapping, done: int, total: int, progress: bool) -> None:
+    if progress:
+        s = res["scores"]
+        print(f"calibrate blur: {done}/{total} {res['name']} ({res['description']}): domain AUC "
+              f"{s['domain_auc']:.3f}, Frechet {s['frechet']:.3f}, kernel Vendi "
+              f"{s['kernel_vendi']:.2f}{', FAIL ' + ', '.join(res['failed']) if res['failed'] else ''}", flush=True)
+
+
 def run(splits, cfg: Mapping[str, Any] | None = None, check_cfg_: Mapping[str, Any] | None = None,
         base_cfg: Mapping[str, Any] | None = None, progress: bool = True) -> dict:
     """Score every candidate (module docstring) and pick the recommended one.
@@ -405,42 +474,39 @@ def run(splits, cfg: Mapping[str, Any] | None = None, check_cfg_: Mapping[str, A
         raise ShiftlabError("calibrate blur: splits train/train_dev have no sharp source rows to blur")
     fraction = min(1.0, c["source_rows"] / n_parents)
     chk["max_rows"] = max(50, min(n_parents, c["source_rows"]))
-    results = []
-    parents_realism = None
-    with _shared_work():
-        for i, cand in enumerate(cands):
-            scfg = dict(base, seed=c["seed"], fraction=fraction, copies=1, kernels=cand["kernels"])
-            syn = blur.make_synthetic(parts, scfg, progress=False)
-            rep = diversity.run(syn, parts, chk, plots_dir=None, progress=False)
-            gates = diversity.gate(rep, chk)
-            failed = [g["name"] for g in gates if not g["passed"] and g["action"] == "fail"]
-            warned = [g["name"] for g in gates if not g["passed"] and g["action"] != "fail"]
-            r = rep["realism"]
-            if r.get("skipped"):
-                raise ShiftlabError(f"calibrate blur: realism not measurable: {r['skipped']}")
-            if parents_realism is None:
-                parents_realism = {"domain_auc": r["domain_auc_parents"], "frechet": r["frechet_parents"]}
-            k = rep["kernels"]
-            scores = {
-                "domain_auc": r["domain_auc"]["auc"],
-                "domain_auc_ci": [r["domain_auc"]["ci_low"], r["domain_auc"]["ci_high"]],
-                "frechet": r["frechet"], "kernel_vendi": k["vendi"], "distinct_kernels": k["distinct"],
-                "orientation_entropy": k["params"]["orientation"]["entropy"],
-                "length_mean": k["params"]["length"]["mean"],
-                "near_duplicate_share": rep["near_duplicates"]["share"],
-                "probe_gap": rep["probe"].get("gap"),
-                "probe_gap_ci_low": (rep["probe"].get("gap_ci") or [None])[0],
-            }
-            results.append({
-                "name": cand["name"], "description": _describe(cand), "is_base": cand["is_base"],
-                "overrides": cand["overrides"], "kernels": cand["kernels"], "scores": scores,
-                "gates": gates, "failed": failed, "warned": warned, "eligible": not failed,
-                "synthetic_rows": int(len(syn)),
-            })
-            if progress:
-                print(f"calibrate blur: {i + 1}/{len(cands)} {cand['name']} ({_describe(cand)}): domain AUC "
-                      f"{scores['domain_auc']:.3f}, Frechet {scores['frechet']:.3f}, kernel Vendi "
-                      f"{scores['kernel_vendi']:.2f}{', FAIL ' + ', '.join(failed) if failed else ''}", flush=True)
+    workers = c["workers"] or (os.cpu_count() or 1)
+    import torch
+
+    # every candidate is scored single-threaded, in this process or a forked one: the scores never depend on
+    # how many cores or workers there are (a reduction split over threads would change the last digits)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _POOL.update(cands=cands, parts=parts, base=base, chk=chk, c=c, fraction=fraction)
+    results: list = []
+    try:
+        with _shared_work():
+            # the first candidate in this process: it fits the feature network and scores the parents once;
+            # forked workers inherit both (memoised) and score the rest
+            results.append(_score_one(0))
+            _progress(results[-1], 1, len(cands), progress)
+            rest = list(range(1, len(cands)))
+            if workers > 1 and len(rest) > 1 and not _uses_cuda(base):
+                import multiprocessing as mp
+
+                with mp.get_context("fork").Pool(min(workers, len(rest))) as pool:
+                    for res in pool.imap(_score_one, rest):
+                        results.append(res)
+                        _progress(res, len(results), len(cands), progress)
+            else:
+                for i in rest:
+                    results.append(_score_one(i))
+                    _progress(results[-1], len(results), len(cands), progress)
+    finally:
+        torch.set_num_threads(threads)
+        _POOL.clear()
+    parents_realism = results[0].pop("_parents")
+    for r in results[1:]:
+        r.pop("_parents", None)
     crit = c["criterion"]
     rec, tied, eligible, rank_key = recommend(results, crit)
     # rank = the order of the rule: the recommended, the rest of its tie, the other eligible, then the failing

@@ -112,6 +112,16 @@ def test_run_scores_candidates_and_never_recommends_a_failing_one(result):
         assert result["overrides"] == ["synth_blur.kernels.linear.length=[2.0,5.0]"]
 
 
+def test_scores_do_not_depend_on_workers(splits, result):
+    """Candidates scored in forked workers (the fixture: workers 0 = one per core) equal the in-process ones."""
+    one = calibrate.run(splits, dict(CFG, workers=1), check_cfg_=None, base_cfg=None, progress=False)
+    two = calibrate.run(splits, dict(CFG, workers=2), check_cfg_=None, base_cfg=None, progress=False)
+    for r in (result, two):
+        assert [c["scores"] for c in r["candidates"]] == [c["scores"] for c in one["candidates"]]
+        assert [c["failed"] for c in r["candidates"]] == [c["failed"] for c in one["candidates"]]
+        assert r["recommended"] == one["recommended"] and r["parents"] == one["parents"]
+
+
 def test_dev_and_test_are_never_read(splits, result):
     other = hfds.DatasetDict({"train": splits["train"], "train_dev": splits["train_dev"],
                               "dev": _part("dev", 0, 30, 99), "test": _part("test", 0, 5, 77)})

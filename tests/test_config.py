@@ -44,6 +44,8 @@ def test_repo_params_file_is_valid_and_complete(repo_root):
         "synth_blur.kernels.linear.length", "synth_blur.kernels.shake.max_length",
         # ~15 of the ~74 held-out target voices into train, the rest to dev and test (>= 1,000 rows each)
         "split_audio.target_train_fraction",
+        # seeds per scenario sized to the demo budget (images: 5 for the MDE; audio: 3), and the fit rule it states
+        "experiment.seeds", "evaluate.fit_max_chance_share",
     }
     assert diff(got, dflt) <= sized, diff(got, dflt) - sized
 
@@ -57,7 +59,8 @@ def test_repo_params_file_is_valid_and_complete(repo_root):
 
     # (per-scenario mappings such as evaluate.optimal_error are values, not sub-sections)
     per_scenario = {"evaluate.optimal_error.images", "evaluate.optimal_error.audio",
-                    "evaluate.optimal_error_proxy.images", "evaluate.optimal_error_proxy.audio"}
+                    "evaluate.optimal_error_proxy.images", "evaluate.optimal_error_proxy.audio",
+                    "experiment.seeds.images", "experiment.seeds.audio"}
     assert keys(raw) - per_scenario == keys(config.defaults())
 
 
@@ -132,3 +135,16 @@ def test_section_validates_its_own_section_and_rejects_unknown_sections(tmp_path
     p.write_text("[1, 2]\n")
     with pytest.raises(ShiftlabError, match="must be a mapping"):
         config.section("split_audio", p)
+
+
+def test_experiment_seeds_per_scenario(tmp_path):
+    """experiment.seeds: one list for both scenarios, or a mapping images/audio -> list (one-line errors)."""
+    exp = config.section("experiment", write(tmp_path, {"experiment": {"seeds": {"images": [0, 1, 2, 3], "audio": [5]}}}))
+    assert config.seeds(exp, "images") == [0, 1, 2, 3] and config.seeds(exp, "audio") == [5]
+    exp = config.section("experiment", write(tmp_path, {"experiment": {"seeds": [0, 1]}}))
+    assert config.seeds(exp, "images") == config.seeds(exp, "audio") == [0, 1]
+    for bad, words in (({"images": [0]}, "no seeds for audio"), ({"images": [0], "audio": [0], "video": [1]}, "video"),
+                       ({"images": [0], "audio": [-1]}, "audio")):
+        with pytest.raises(ShiftlabError, match=words) as e:
+            config.section("experiment", write(tmp_path, {"experiment": {"seeds": bad}}))
+        assert "experiment.seeds" in str(e.value) and "\n" not in str(e.value)

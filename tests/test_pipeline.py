@@ -114,6 +114,10 @@ def test_repro_builds_every_output(project):
     speech = store.load(work / "data/splits/audio")
     assert all(len(speech[s]) > 0 for s in speech)
     assert set(speech["dev"]["group"]).isdisjoint(speech["test"]["group"])
+    # the codriver check set: trigger-rally's 3 speakers, evaluation only, under the held-out noise
+    assert list(speech) == ["train", "train_dev", "dev", "test", "codrivers"]
+    assert set(speech["codrivers"]["group"]) == {"trigger_rally/ab", "trigger_rally/paula", "trigger_rally/tim"}
+    assert len(speech["codrivers"]) == 75 and set(speech["codrivers"]["domain"]) == {"target"}
     noise = store.load(work / "data/prepared/noise")
     assert {"source", "target"} == set(noise["domain"])
     # the image target is simulated video frames; synthesis only blurs train/train_dev source rows
@@ -156,7 +160,11 @@ def test_repro_builds_every_output(project):
                 assert json.loads((work / f"metrics/train/{sc}.json").read_text())[var][f"s{seed}"] == m
         res = json.loads((work / f"eval/{sc}/results.json").read_text())
         assert set(res["runs"]) == {"nosynth", "synth", "narrow"} and res["primary_split"] == "test"
-        assert set(res["compare"]) == {"test", "dev"}
+        assert set(res["compare"]) == ({"test", "dev", "codrivers"} if sc == "audio" else {"test", "dev"})
+        if sc == "audio":  # 3 speakers < evaluate.min_groups: inconclusive by rule
+            assert res["check_splits"] == ["codrivers"] and len(res["check"]["codrivers"]["groups"]) == 3
+            assert all(c["verdict"] == "inconclusive" and c["reason"].startswith("too few groups (3 <")
+                       for c in res["compare"]["codrivers"].values())
         for sp in ("test", "dev"):
             assert set(res["compare"][sp]) == {"synth", "narrow", "narrow_vs_synth"}
             for treat, c in res["compare"][sp].items():
@@ -173,6 +181,7 @@ def test_repro_builds_every_output(project):
     assert "Does the synthesis help? (verdicts on test)" in md and "MDE" in md and "Holm level" in md
     assert "Synthesis ranges calibrated on target-train" in md and "ImageMagick" in md
     assert "no measurable effect" not in md
+    assert "### Real-speech check: the codrivers" in md and "Why the verdicts are inconclusive" in md
     assert "data:image/png;base64," in html
 
 
@@ -188,7 +197,7 @@ def test_second_repro_skips_everything(project):
 def test_forced_rerun_is_byte_identical(project):
     work, run, _ = project
     outs = ("data/prepared/images", "data/prepared/speech", "data/splits/images", "data/splits/audio", "data/synth/blur",
-            "data/prepared/speech_incar", "data/synth/mix", "data/synth/mix_bank")
+            "data/prepared/speech_incar", "data/prepared/codrivers", "data/synth/mix", "data/synth/mix_bank")
     before = {p: store.tree_digest(work / p) for p in outs}
     run(sys.executable, "-m", "dvc", "repro", "-f", "prepare_images", "prepare_speech", "split_images", "split_audio",
         "synth_blur", "prepare_target", "synth_mix", "--single-item")

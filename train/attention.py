@@ -1,4 +1,4 @@
-"""Attention building blocks for CNNs (BRIEF.md section 2).
+"""Attention building blocks for CNNs (the papers are named per block below).
 
 Every block maps a float tensor ``(N, C, H, W)`` to a tensor of the same shape
 (except the residual units, which may change channels and stride), works on any

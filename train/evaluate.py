@@ -22,7 +22,8 @@ Confidence intervals (level ``ci``, percentile bootstrap, ``n_boot`` replicates)
     drawn as multinomial counts over the distinct per-row error profiles, which has exactly
     the distribution of index resampling but costs O(n_boot * profiles) instead of
     O(n_boot * N) (checked against :func:`shiftlab.stats.bootstrap_ci` in the tests).
-    *Groups* (cluster bootstrap; ``dev``/``test`` and their breakdowns only): the groups
+    *Groups* (cluster bootstrap; ``dev``/``test``, the evaluation-only check splits such as
+    ``codrivers`` (:data:`CHECK_SPLITS`), and their breakdowns only): the groups
     (speakers, videos) are resampled with replacement, each bringing all its rows; the
     replicate error is errors / rows of the resampled groups. Rows of one speaker are not
     independent, so the row CI understates the uncertainty when a few groups make up the
@@ -65,10 +66,14 @@ from typing import Any
 import numpy as np
 
 from shiftlab import seeding, store
+from shiftlab.datasets import schema
 from shiftlab.errors import ShiftlabError
 
 SPLITS = ("train", "train_dev", "dev", "test")
-CLUSTER_SPLITS = ("dev", "test")
+#: evaluation-only splits (real target rows every run is scored on, reported on their own; never in the
+#: decomposition): :data:`shiftlab.datasets.schema.CHECK_SPLITS`
+CHECK_SPLITS = tuple(schema.CHECK_SPLITS)
+CLUSTER_SPLITS = ("dev", "test") + CHECK_SPLITS
 COMPONENTS = ("avoidable_bias", "variance", "data_mismatch", "dev_overfitting")
 WORDS = {
     "avoidable_bias": "avoidable bias",
@@ -1102,6 +1107,45 @@ def compare_markdown(comparisons: Mapping, variants: Mapping | None = None, titl
                f"detects with {int(round(100 * first['power']))}% power at the {100 - pct}% level.")
     notes = sorted({n for sp in comparisons.values() for c in sp.values() for n in c["notes"]})
     out += [f"* {n}" for n in notes]
+    return "\n".join(out) + "\n"
+
+
+def few_groups_text(split: str, groups: Sequence[str], min_groups: int, word: str = "groups") -> str | None:
+    """Why ``split`` can give no verdict (one sentence), or None when it has ``min_groups`` groups or more."""
+    g = len(groups)
+    if g >= min_groups:
+        return None
+    names = ", ".join(map(str, groups))
+    return (f"{split} has {g} {word} ({names}), fewer than evaluate.min_groups = {min_groups}: no interval over so "
+            f"few independent {word} can be trusted (the intervals shown treat rows as independent and understate the "
+            f"uncertainty), so every verdict on {split} is inconclusive by rule (\"too few groups\"), whatever its "
+            f"rows say.")
+
+
+def check_markdown(split: str, comparisons: Mapping, variants: Mapping, groups: Sequence[str], cfg: Mapping,
+                   rows: int | None = None, word: str = "speakers") -> str:
+    """Markdown of an evaluation-only check split (e.g. ``codrivers``): its per-variant errors and
+    seed-paired comparisons (:func:`compare_markdown`) and, with fewer than ``min_groups``
+    groups, why its verdicts are inconclusive."""
+    c = merge_config(cfg)
+    title = f"Real-speech check: {split}"
+    out = [f"## {title}", ""]
+    n = f"{rows:,} " if rows is not None else ""
+    out.append(f"`{split}`: {n}real target rows of {len(groups)} {word} ({', '.join(map(str, groups))}), "
+               "evaluation only -- never trained on, never synthesised from, never used to choose a checkpoint; "
+               "every run's selected checkpoint is scored on it and it is reported here on its own.")
+    out.append("")
+    if comparisons:
+        body = compare_markdown({split: comparisons}, {split: variants} if variants else None,
+                                title=f"{split}: does the synthesis help?", primary=split)
+        out += ["##" + ln if ln.startswith("# ") else ln for ln in body.rstrip("\n").split("\n")]
+    elif variants:
+        pct = int(round(100 * c["ci"]))
+        rows_ = [[v, _pct(d["error"]), _ci(d), d["n_seeds"]] for v, d in variants.items()]
+        out.append(_table(["variant", f"{split} error", f"{pct}% CI", "seeds"], rows_))
+    why = few_groups_text(split, groups, c["min_groups"], word)
+    if why:
+        out += ["", f"**Why inconclusive:** {why}"]
     return "\n".join(out) + "\n"
 
 

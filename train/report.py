@@ -30,7 +30,10 @@ Inputs (paths relative to ``root``; ``<sc>`` = scenario ``images`` | ``audio``)
 Content per scenario: data sizes and what is simulated; test (verdict split) and dev error
 per variant with their seeds-and-rows intervals, the seed-paired differences with CI, MDE,
 Holm level, verdict among helps / hurts / equivalent / inconclusive and the runs that did
-not fit, and a chart; the MLY decomposition (mean over seeds) as a
+not fit, and a chart; the evaluation-only check splits (audio: "Real-speech check: the
+codrivers": rows, speakers, noise sources, per-variant error with interval, verdicts and why
+they are inconclusive; ``results.json`` keys ``check_splits`` and ``check``, the noise sources
+from the split metrics' ``check``); the MLY decomposition (mean over seeds) as a
 table and chart; learning curves; one confusion matrix per variant; example grids (images:
 sharp source / synthetic default / synthetic narrow / target frames, same parents in every
 column; audio: log-mel spectrograms of clean source / mix default / mix narrow / target).
@@ -404,8 +407,11 @@ def _data_section(doc: _Doc, sc: _Scenario) -> None:
                         + [f"{tot_syn[v]:,}" for v in synth_counts])
             doc.add(*_table(header, rows), "")
             labels = m.get("labels") or []
+            checks = [str(k) for k in (m.get("check") or {})]
             doc.add(f"{len(labels)} labels. dev and test hold target rows only; groups never cross "
-                    "train+train_dev / dev / test (`" + sc.split_rel + "`).", "")
+                    "train+train_dev / dev / test (`" + sc.split_rel + "`)."
+                    + (f" {', '.join(checks)}: evaluation only (real target rows, groups of their own; never trained "
+                       "on), reported in the real-speech check below." if checks else ""), "")
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise _structure(sc.split_rel, e) from None
     extra = [v for v in synth_counts if "unassigned" in synth_counts[v]]
@@ -741,6 +747,77 @@ def _dev_error_png(sc: _Scenario, comps, pooled) -> bytes:
     ax2.set_title("seed-paired difference (CI) and verdict", fontsize=10)
     fig.suptitle(f"{sc.name}", fontsize=11)
     return _png(fig, sc.cfg["dpi"])
+
+
+_CHECK_TITLES = {"codrivers": "Real-speech check: the codrivers"}
+
+
+def _check_sets_section(doc: _Doc, sc: _Scenario, *, only_present: bool = False) -> None:
+    """The evaluation-only check splits (e.g. ``codrivers``): rows, speakers, noise sources, per-variant
+    error with its interval, the seed-paired verdicts and why they are inconclusive. Every number is read
+    from ``eval/<sc>/results.json`` (``check_splits``, ``check``, ``variants``, ``compare``) and
+    ``metrics/split_<sc>.json`` (``check``: group names, noise sources). ``only_present``: write nothing
+    when the results have no check split (README's block)."""
+    present = list((sc.results or {}).get("check_splits") or []) if isinstance(sc.results, Mapping) else []
+    if only_present and not present:
+        return
+    if not present:
+        doc.add(f"### {_CHECK_TITLES['codrivers']}", "")
+        if sc.results is None:
+            _not_run(doc, "the codriver check", sc.results_rel)
+        else:
+            doc.add(f"*the codriver check: not run* (`{sc.results_rel}` has no `codrivers` split: "
+                    "`target_mix.codrivers` or `split_audio.check_sets` is off, or the runs predate it).", "")
+        return
+    try:
+        for cs in present:
+            info = sc.results["check"][cs]
+            doc.add(f"### {_CHECK_TITLES.get(cs, f'Check set: {cs}')}", "")
+            groups = [str(g) for g in info["groups"]]
+            split_check = ((sc.split_metrics or {}).get("check") or {}).get(cs) if isinstance(
+                sc.split_metrics, Mapping) else None
+            noise = list((split_check or {}).get("noise_groups") or [])
+            noise_txt = (f"{len(noise)} held-out vehicle recordings ({', '.join(noise)}; never in a synthesis bank)"
+                         if noise else f"held-out noise (its sources are not recorded in `{sc.split_rel}`)")
+            doc.add(f"`{cs}`: {int(info['rows']):,} real recordings of {len(groups)} speakers "
+                    f"({', '.join(groups)}) mixed with {noise_txt} exactly as the target is, with draws of their "
+                    "own. Evaluation only: never trained on, never synthesised from, never used to choose a "
+                    "checkpoint; every run's selected checkpoint is scored on it, and it is reported here apart "
+                    "from the verdicts on test.", "")
+            pooled = sc.pooled(cs)
+            comps = sc.comparisons(cs)
+            level = next((c["ci"] for c in comps.values()), None) or (sc.results.get("config") or {}).get("ci")
+            rows = []
+            for v in sc.variants():
+                d = pooled.get(v)
+                if d is None:
+                    continue
+                rows.append([v, d["n_seeds"], _pct(d["error"]), _ci_pct(d),
+                             "speakers" if d.get("unit") == "groups" else "rows",
+                             ", ".join(f"s{k}: {_pct(x)}" for k, x in sorted(d["per_seed"].items(),
+                                                                           key=lambda kv: _seed_order(kv[0])))])
+            ci_head = f"{int(round(100 * level))}% CI" if level else "CI"
+            if rows:
+                doc.add(*_table(["variant", "seeds", f"{cs} error", ci_head, "interval over", f"{cs} per seed"],
+                                rows, ["l", "r", "r", "r", "l", "l"]), "")
+            drows = []
+            for t in _ordered(comps, sc):
+                c = comps[t]
+                d = c["difference"]
+                drows.append([f"{c['treatment']} - {c['baseline']}", _pts(d["value"]), _ci_pts(d),
+                              _pts(c["mde"]).lstrip("+"), f"**{c['verdict']}**", c["reason"],
+                              f"{c['n_seeds']} / {c['rows']:,} / " + ("-" if c["groups"] is None else f"{c['groups']:,}")])
+            if drows:
+                doc.add(*_table(["difference", cs, ci_head, "MDE", "verdict", "reason", "seeds / rows / speakers"],
+                                drows, ["l", "r", "r", "r", "l", "l", "r"]), "")
+            notes = sorted({n for d in pooled.values() for n in ([d["note"]] if d.get("note") else [])})
+            doc.add(*[f"* note: {n}" for n in notes])
+            why = info.get("why_inconclusive")
+            if why:
+                doc.add("", f"Why the verdicts are inconclusive: {why}")
+            doc.add("")
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise _structure(sc.results_rel, e) from None
 
 
 def _mean(xs):
@@ -1212,6 +1289,12 @@ def _summary_line(sc: _Scenario) -> str:
                              f"({_ci_pts(c['difference'])}, MDE {_pts(c['mde']).lstrip('+')}): {c['verdict']}")
             out = f"{sc.name} ({sc.split_name()}): " + ("; ".join(parts) if parts else "no comparison in "
                                                           + sc.results_rel)
+            for cs in sc.results.get("check_splits") or []:  # the evaluation-only check sets, apart
+                cc = sc.comparisons(cs)
+                g = len((sc.results.get("check") or {}).get(cs, {}).get("groups") or [])
+                out += (f"; {cs} check ({g} speakers): " + (", ".join(
+                    f"{cc[t]['treatment']} - {cc[t]['baseline']} {cc[t]['verdict']}" for t in _ordered(cc, sc))
+                    or "no comparison"))
         except (KeyError, TypeError, AttributeError) as e:
             raise _structure(sc.results_rel, e) from None
     checks = []
@@ -1243,6 +1326,7 @@ def results_block(root: str | Path = ".", cfg: Mapping[str, Any] | None = None) 
         doc.add(_summary_line(sc), "")
         sub = _Doc()
         _dev_error_section(sub, sc)
+        _check_sets_section(sub, sc, only_present=True)  # nothing when the results have no check split
         _decomposition_section(sub, sc)
         for ln in sub.lines:
             if ln.startswith("### "):
@@ -1438,6 +1522,8 @@ def _render(root: Path, c: dict) -> tuple[_Doc, list[str]]:
         if sc.name == "images":
             _calibration_section(doc, sc)
         _dev_error_section(doc, sc)
+        if sc.name == "audio" or (sc.results or {}).get("check_splits"):
+            _check_sets_section(doc, sc)
         _decomposition_section(doc, sc)
         _curves_section(doc, sc)
         _confusion_section(doc, sc)

@@ -731,7 +731,8 @@ def predict(
         model_or_ckpt: a checkpoint path (``best.pt`` / ``last.pt``) or the dict returned
             by :func:`train`.
         splits: ``DatasetDict`` or path; every split in ``names`` (default: those of
-            train, train_dev, dev, test that exist) is predicted.
+            train, train_dev, dev, test and the evaluation-only check splits of
+            ``schema.CHECK_SPLITS``, e.g. codrivers, that exist) is predicted.
         model: for checkpoints of a custom model: the module or factory to load into.
         rows: row selection for train/train_dev (default: the one the model was trained with).
         amp: bf16 autocast (default: on CUDA).
@@ -762,7 +763,7 @@ def predict(
     net = net.to(dev)
     amp = (dev.type == "cuda") if amp is None else bool(amp)
     rows = rows or meta["cfg"]["rows"]
-    names = [s for s in (names or schema.SPLITS) if s in splits]
+    names = [s for s in (names or (*schema.SPLITS, *schema.CHECK_SPLITS)) if s in splits]
     length = fe.input_shape[0] if fe.modality == "audio" else None
     data = load_splits(splits, names if "train" in names else ["train", *names], rows, length)
     if data["train"].label_names != list(meta["label_names"]):
@@ -825,8 +826,10 @@ def main_train(cfg: Mapping[str, Any] | None, splits_path: str | os.PathLike, ou
     * ``out_dir``: ``best.pt`` and (unless ``checkpoint_dir``) ``last.pt``;
     * ``metrics_path``: JSON (``dvc metrics``): ``best_epoch``, ``best_dev_error``,
       ``epochs``, ``steps``, ``epoch_rows``, ``rows.<split>``, ``error.<split>`` of the best model on
-      train / train_dev / dev / test (plain error rates; confidence intervals and the
-      decomposition are :mod:`shiftlab.train.evaluate`'s job);
+      train / train_dev / dev / test and the check splits present (e.g. codrivers: predicted
+      only here, with ``best.pt``; training and the choice of the checkpoint never read them)
+      (plain error rates; confidence intervals and the decomposition are
+      :mod:`shiftlab.train.evaluate`'s job);
     * ``live_dir``: DVCLive directory (per-epoch metrics and plots), resumed with the run;
     * ``predictions_path``: :func:`save_predictions` of the best model on every split.
 
