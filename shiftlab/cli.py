@@ -11,6 +11,7 @@
     shiftlab train --scenario S --all      every variant x seed of params experiment, side by side
     shiftlab evaluate --scenario S         errors with CIs, decomposition, synth vs nosynth verdicts
     shiftlab report                        the report of the whole run (markdown, HTML, PNGs)
+    shiftlab sweep cars [--run]            test error against distinct cars in the noise bank (dvc exp per point)
     shiftlab models [--input C,H,W]        the model registry: parameters, MACs and FLOPs (2 per MAC)
     shiftlab params [--defaults]           print the validated params (all defaults filled)
 
@@ -602,6 +603,58 @@ def cmd_report(args) -> None:
     print(f"report: {out / 'report.md'}, {out / 'report.html'} [{time.perf_counter() - t0:.1f} s]")
 
 
+def cmd_sweep(args) -> None:
+    """shiftlab sweep cars: one ``dvc exp run`` per bank size (``--run``), then the table, plot and metrics."""
+    import shutil
+    import subprocess
+
+    from shiftlab import store
+    from shiftlab.train import sweep
+
+    t0 = time.perf_counter()
+    cfg = sweep.check_cfg(config.section("sweep_cars", args.params))
+    out_dir = Path(cfg["dir"])
+    if args.run:
+        dvc = shutil.which("dvc")
+        if dvc is None:
+            raise ShiftlabError("sweep cars --run: the dvc command is not on PATH (make setup installs it)")
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=False)
+        if dirty.returncode != 0 or dirty.stdout.strip():
+            raise ShiftlabError("sweep cars --run: the git workspace has uncommitted changes to tracked files; "
+                                "commit or stash them first (each point runs `dvc exp run` in the workspace, and the "
+                                "sweep restores it afterwards with `git checkout` + `dvc checkout`)")
+        try:
+            for p in sweep.points(cfg):
+                print(f"sweep cars: {p['name']}: {p['n_cars']} car(s) x {p['drives_per_car']} drive(s) x "
+                      f"{p['seconds_per_drive']:.3g} s -> dvc {' '.join(sweep.exp_args(p, cfg))}", flush=True)
+                r = subprocess.run([dvc, *sweep.exp_args(p, cfg)], check=False)
+                if r.returncode != 0:
+                    raise ShiftlabError(f"sweep cars: dvc exp run of {p['name']} failed (exit {r.returncode})")
+                dest = out_dir / p["name"]
+                with store.outputs(dest) as tx:
+                    tmp = Path(tx.dir(dest))
+                    for f in ("check_audio.json", "evaluate_audio.json"):
+                        shutil.copyfile(METRICS / f, tmp / f)
+                    shutil.copyfile(METRICS / "train" / "audio.json", tmp / "train_audio.json")
+                    store.write_json(tmp / "point.json", p)
+        finally:
+            subprocess.run(["git", "checkout", "--", "."], check=False)
+            subprocess.run([shutil.which("dvc") or "dvc", "checkout", "-q"], check=False)
+    res = sweep.collect(out_dir, cfg)
+    md, png, metrics = Path(cfg["report"]), Path(cfg["plot"]), Path(cfg["metrics"])
+    sweep.plot(res, png)
+    store.write_json(metrics, res)
+    rel = png.name if png.parent == md.parent else str(png)
+    store.write_text(md, sweep.markdown(res, rel))
+    for r in res["points"]:
+        d = r.get("synth_minus_nosynth") or {}
+        print(f"sweep cars: {r['n_cars']:>2} car(s): check {r['check']['verdict']}, synth test error "
+              f"{100 * r['test']['synth']['error']:.1f}%"
+              + (f", synth - nosynth {100 * d['difference']:+.1f} pts ({d.get('verdict')})" if d else ""))
+    print(f"sweep cars: {len(res['points'])} points -> {md}, {png}, {metrics} [{time.perf_counter() - t0:.1f} s]")
+
+
 def cmd_models(args) -> None:
     from shiftlab.train import models
 
@@ -742,6 +795,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--readme", metavar="FILE", help="instead: regenerate FILE's results section (between its "
                     "results markers) from the run's metrics files, e.g. --readme README.md")
     sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("sweep", help="the book's trap as a curve: test error against distinct cars in the noise bank")
+    sp.add_argument("what", choices=["cars"])
+    sp.add_argument("--run", action="store_true",
+                    help="run every point (one `dvc exp run` each, in the workspace, restored afterwards); "
+                         "without it: only rebuild the table and plot from the saved points")
+    sp.set_defaults(func=cmd_sweep)
 
     sp = sub.add_parser("models", help="the model registry: parameters, MACs and FLOPs (2 per MAC) per model")
     sp.add_argument("--input", default="1,28,28", help="input shape C,H,W (default 1,28,28)")

@@ -614,3 +614,5 @@ SCHEMA["train_audio"] = ModuleSection("shiftlab.train.trainer", "merge", overrid
 SCHEMA["evaluate"] = ModuleSection("shiftlab.train.evaluate", "merge_config", key="evaluate")
 #: the report of the whole run (shiftlab.train.report)
 SCHEMA["report"] = ModuleSection("shiftlab.train.report", "merge_config", key="report")
+#: shiftlab sweep cars (shiftlab.train.sweep): not a dvc.yaml stage; one `dvc exp run` per bank size
+SCHEMA["sweep_cars"] = ModuleSection("shiftlab.train.sweep", "check_cfg", key="sweep_cars")

@@ -1216,6 +1216,28 @@ def _dashboard(doc: _Doc, scs: list[_Scenario]) -> None:
         doc.add(_prediction_paragraph(sc), "")
 
 
+def _sweep_section(doc: _Doc, root: Path, params) -> None:
+    """The cars sweep (``shiftlab sweep cars``), when its results are there: its table and plot."""
+    from shiftlab.train import sweep
+
+    cfg = sweep.check_cfg((params or {}).get("sweep_cars"))
+    doc.add("### The book's trap as a curve (audio): distinct cars in the noise bank", "")
+    path = root / cfg["metrics"]
+    if not path.is_file():
+        doc.add(f"*the cars sweep: not run* (no `{cfg['metrics']}`; `shiftlab sweep cars --run` makes it: one "
+                "`dvc exp run` per bank size, about 3 minutes each on 2 CPU cores).", "")
+        return
+    try:
+        res = json.loads(path.read_text())
+        body = sweep.markdown(res).split("\n", 2)[2]  # without its own title
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:
+        raise _structure(cfg["metrics"], e) from None
+    doc.add(body, "")
+    png = root / cfg["plot"]
+    if png.is_file():
+        doc.image("sweep_cars.png", png.read_bytes(), "test error against distinct cars in the bank")
+
+
 def _check_plots(doc: _Doc, sc: _Scenario, name: str) -> None:
     d = sc.root / "reports" / name
     pngs = sorted(p.name for p in d.glob("*.png")) if d.is_dir() else []
@@ -1529,6 +1551,8 @@ def _render(root: Path, c: dict) -> tuple[_Doc, list[str]]:
         _confusion_section(doc, sc)
         _examples_section(doc, sc)
     _dashboard(doc, scs)
+    if "audio" in c["scenarios"]:
+        _sweep_section(doc, root, params)
     _inputs_section(doc, root, scs, params_found)
     return doc, lines
 
