@@ -407,7 +407,7 @@ def cmd_train_all(args) -> None:
         return var, seed, rc, log, (text[-1] if text else "")
 
     print(f"train --all [{sc}]: {len(runs)} runs ({', '.join(exp['variants'])} x seeds "
-          f"{', '.join(map(str, exp['seeds']))}), {jobs} at a time, {threads or 'default'} thread(s) each",
+          f"{', '.join(map(str, config.seeds(exp, sc)))}), {jobs} at a time, {threads or 'default'} thread(s) each",
           flush=True)
     failed = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
