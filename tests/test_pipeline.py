@@ -50,7 +50,7 @@ SMALL = {
                                                     "shake.max_length": [[8.0, 32.0]]}},
     "experiment": {"seeds": [0, 1]},
     "train_images": dict(TINY_TRAIN, model_kwargs={"width": 2, "stem_stride": 2}),
-    "train_audio": dict(TINY_TRAIN, model_kwargs={"width": 2, "stem_width": 4}),
+    "train_audio": dict(TINY_TRAIN, model_kwargs={"width": 2, "stem_stride": 2}),
     "evaluate": {"n_boot": 200},
     "report": {"examples": 4},
 }

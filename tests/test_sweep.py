@@ -26,21 +26,22 @@ def test_default_cars_are_the_bank_cars_and_none_is_held_out():
     assert sweep.check_cfg(config.section("sweep_cars"))["cars"] == sweep.CARS
 
 
-def test_exp_args_set_only_the_bank_and_variants():
+def test_exp_args_set_only_the_bank_variants_and_seeds():
     p = sweep.points(None)[1]
     args = sweep.exp_args(p, None)
     assert args[:4] == ["exp", "run", "-n", "sweep-cars3"]
     sets = [args[i + 1] for i, a in enumerate(args) if a == "-S"]
-    assert all(s.split("=", 1)[0].startswith(("synth_mix.bank.", "experiment.variants")) for s in sets)
+    assert all(s.split("=", 1)[0].startswith(("synth_mix.bank.", "experiment.variants", "experiment.seeds.audio")) for s in sets)
     cars = next(s for s in sets if s.startswith("synth_mix.bank.torcs_cars="))
     assert yaml.safe_load(cars.split("=", 1)[1]) == ["f360", "viper", "206"]  # 206 stays a string
+    assert "experiment.seeds.audio=[0,1,2]" in sets
     assert args[-2:] == ["check_audio@run0", "evaluate@audio"]
 
 
 @pytest.mark.parametrize("cfg, key", [
     ({"points": [3, 1]}, "points"), ({"points": [0]}, "points"), ({"points": [18]}, "points"),
     ({"seconds": 0}, "seconds"), ({"cars": ["a", "a"]}, "cars"), ({"variants": ["nosynth"]}, "variants"),
-    ({"pionts": [1]}, "pionts"),
+    ({"pionts": [1]}, "pionts"), ({"seeds": [1, 1]}, "seeds"), ({"seeds": [-1]}, "seeds"),
 ])
 def test_bad_cfg_is_one_line_error_naming_key(cfg, key):
     with pytest.raises(ShiftlabError, match=f"sweep_cars.{key}") as e:

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "seconds": 1020.0,  # total seconds of driven noise in every bank (default bank: 17 cars x 3 drives x 20 s)
     "seconds_per_drive": 20.0,  # a drive's length; drives per car = round(seconds / (n x this)) (>= 1)
     "variants": ["nosynth", "synth"],  # experiment.variants of each point (narrow is not part of the sweep)
+    "seeds": [0, 1, 2],  # experiment.seeds.audio of each point
     "dir": "metrics/sweep_cars",  # per-point results (copied after each dvc exp run)
     "report": "reports/sweep_cars.md",
     "plot": "reports/sweep_cars.png",
@@ -74,6 +75,10 @@ def check_cfg(cfg: Mapping[str, Any] | None = None, where: str = _KEY) -> dict[s
         c[k] = float(v)
     if not isinstance(c["variants"], list) or "synth" not in c["variants"] or not set(c["variants"]) <= {"nosynth", "synth"}:
         raise ShiftlabError(f"{where}.variants: must list synth (and optionally nosynth), got {c['variants']!r}")
+    sd = c["seeds"]
+    if (not isinstance(sd, list) or not sd
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in sd) or len(set(sd)) != len(sd)):
+        raise ShiftlabError(f"{where}.seeds: must be a list of distinct integers >= 0, got {sd!r}")
     for k in ("dir", "report", "plot", "metrics"):
         if not isinstance(c[k], str) or not c[k]:
             raise ShiftlabError(f"{where}.{k}: must be a path, got {c[k]!r}")
@@ -104,6 +109,7 @@ def exp_args(point: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str]:
         f"synth_mix.bank.seconds_per_car={point['seconds_per_drive']:.6g}",
         "synth_mix.bank.max_source_share=1.0",  # a 1-car bank must be buildable: no share cap at any point
         f"experiment.variants=[{','.join(c['variants'])}]",
+        f"experiment.seeds.audio=[{','.join(map(str, c['seeds']))}]",
     ]
     args = ["exp", "run", "-n", f"sweep-{point['name']}"]
     for s in sets:
