@@ -104,7 +104,7 @@ def test_repro_builds_every_output(project):
                   "split_audio", "synth blur [synth_blur]", "synth blur [synth_blur_narrow]", "mix [synth_mix]",
                   "mix [synth_mix_narrow]", "check images [data/synth/blur]", "check audio [data/synth/mix_narrow]",
                   "train --all [images]: 6 runs", "train --all [audio]: 6 runs", "train: cbam_resnet",
-                  "train: attention_tiny", "evaluate images: 6 runs", "evaluate audio: 6 runs", "report: "):
+                  "evaluate images: 6 runs", "evaluate audio: 6 runs", "report: "):
         assert stage in first.stdout, first.stdout  # one summary line per stage
     imgs = store.load(work / "data/prepared/images")
     assert len(imgs) == 1000 and set(imgs["domain"]) == {"source", "target"}
