@@ -63,12 +63,19 @@ Spectral diversity
     noise. ``frechet_noise``: Frechet distance between the noise under the mixes and the
     target noise segments (descriptive: the target noise is a few seconds, so its covariance
     is rank deficient). ``noise_domain_auc``: domain classifier noise-under-mixes vs target
-    noise segments (``stats.domain_classifier_auc``).
+    noise segments (``stats.domain_classifier_auc``), grouped by recording: the noise under a
+    mix belongs to its bank source (``group``: the recording or car), a target noise segment
+    to its clip's ``group`` (its id without one).
 
 Realism gap
     ``domain_auc`` (+ 95% CI): out-of-fold logistic domain classifier, synthetic mixes vs
     target training mixes, on :func:`logmel_stats` of the whole rows. ~0.5: a learner cannot
-    tell them apart; ~1: it can (speech and noise differences alike).
+    tell them apart; ~1: it can (speech and noise differences alike). Grouped by speaker (the
+    rows' ``group`` column; a row without one is its own group): the folds keep every
+    speaker whole, and the interval is a cluster bootstrap over speakers on the
+    out-of-fold scores (Efron & Tibshirani 1993), so 24 utterances of one speaker count as
+    one speaker, not 24 independent rows. With fewer than 2 speakers on a side the grouped
+    AUC does not exist and is reported n/a with the reason.
 
 Leave-sources-out probe
     A word classifier (``stats.fit_logistic`` on :func:`logmel_stats` of the mixes) is trained
@@ -79,8 +86,17 @@ Leave-sources-out probe
     fitted on the non-test mixes of the other folds' sources. Each test row thus gets one
     out-of-source prediction and ``folds - 1`` in-source ones (its error is their mean).
     ``probe_gap`` = mean(out error - in error) over the test rows with a paired percentile
-    bootstrap CI. A large gap means the classifier learned the noise sources. Not applicable
-    (``None`` with a reason) with one noise source or too few rows.
+    interval from a cluster bootstrap over the noise sources (the held-out unit: test rows
+    of one source share its noise). A large gap means the classifier learned the noise
+    sources. Not applicable (``None`` with a reason) with one noise source or too few rows.
+
+Gates (:func:`gate`, :func:`verdict`)
+    A gate passes when its value meets its rule. **n/a is not a pass**: a gate whose metric
+    does not apply or was not computed has ``passed`` False and a ``reason``, and counts with
+    its action (an n/a fail gate fails the check: a bank whose probe cannot be run, e.g. one
+    recording, cannot show that a model trained on it transfers). The probe's fail gate is
+    on the *upper* end of the gap's interval (``probe_gap_ci_high``): it passes only when the
+    data rule out a gap above the threshold.
 
 Determinism: every random choice derives from ``seed`` via :mod:`shiftlab.seeding`; the
 logistic fits are deterministic (L-BFGS, zero init); the report is a pure function of the
@@ -101,6 +117,7 @@ import numpy as np
 
 from shiftlab import seeding, stats
 from shiftlab.errors import ShiftlabError
+from shiftlab.stats import CI
 
 __all__ = [
     "DEFAULTS",
@@ -111,6 +128,7 @@ __all__ = [
     "run",
     "gate",
     "failures",
+    "verdict",
     "markdown",
 ]
 
@@ -148,7 +166,8 @@ DEFAULTS: dict[str, Any] = {
         "largest_source_share": {"max": 0.25, "action": "fail"},
         "reuse_ratio": {"max": 20.0, "action": "fail"},
         "max_segment_uses": {"max": 100, "action": "fail"},
-        "probe_gap": {"max": 0.10, "action": "warn"},
+        "probe_gap": {"max": 0.05, "action": "warn"},
+        "probe_gap_ci_high": {"max": 0.10, "action": "fail"},
         "domain_auc": {"max": 0.90, "action": "warn"},
         "noise_domain_auc": {"max": 0.95, "action": "warn"},
     },
@@ -491,6 +510,18 @@ def _segments(wave: np.ndarray, seg: int, hop: int) -> list[np.ndarray]:
     return [wave[s : s + seg] for s in range(0, L - seg + 1, hop)]
 
 
+def _row_groups(ds) -> np.ndarray:
+    """The ``group`` of every row (speaker of a mix, recording of a clip); a row without one is its own group (id)."""
+    ids = np.asarray(ds["id"], dtype=object) if len(ds) else np.zeros(0, dtype=object)
+    if "group" not in ds.column_names:
+        return ids.astype(str).astype(object)
+    g = np.asarray(ds["group"], dtype=object)
+    empty = np.array([v is None or str(v) == "" for v in g], dtype=bool)
+    g = g.astype(str).astype(object)
+    g[empty] = ids[empty].astype(str)
+    return g
+
+
 def _noise_under(clip: np.ndarray, offset: int, length: int) -> np.ndarray:
     L = len(clip)
     return clip[(offset % L + np.arange(length)) % L]
@@ -609,6 +640,7 @@ def _run(synthetic, bank, target_rows, target_noise, c, seed, plots_dir, bar) ->
     sub = synthetic.select(syn_idx.tolist()) if len(syn_idx) != len(synthetic) else synthetic
     ids = list(sub["id"])
     labels = np.asarray(sub["label"])
+    speakers = _row_groups(sub)
     recipes = list(sub["recipe"])
     n = len(ids)
     m_clip = np.empty(n, np.int64)
@@ -670,35 +702,39 @@ def _run(synthetic, bank, target_rows, target_noise, c, seed, plots_dir, bar) ->
     under = [_noise_under(clips[m_clip[i]], int(m_off[i]), int(m_len[i])) for i in mix_pick]
     F_used = logmel_stats(under, sr, c)
     del under
-    F_tn, tn_segments_group = None, None
+    F_tn, tn_segments_group, tn_rec = None, None, None
     if tn_idx is not None:
         tclips = _waves(target_noise, tn_idx)
         tids = np.asarray(target_noise["id"], dtype=object)[tn_idx]
-        tw, tg = [], []
-        for tid, w in zip(tids, tclips):
+        trec = _row_groups(target_noise)[tn_idx]
+        tw, tg, tr_ = [], [], []
+        for tid, rec_g, w in zip(tids, trec, tclips):
             if len(w) == 0:
                 raise ShiftlabError(f"target_noise: clip {tid} has no samples")
             for s in _segments(w, seg, hop):
                 tw.append(s)
                 tg.append(str(tid))
+                tr_.append(str(rec_g))
         F_tn = logmel_stats(tw, sr, c)
         tn_segments_group = np.asarray(tg, dtype=object)
+        tn_rec = np.asarray(tr_, dtype=object)
     bar.update(1)
     mix_waves = _waves(sub, mix_pick)
     F_mix = logmel_stats(mix_waves, sr, c)
     del mix_waves
-    F_tr = None
+    F_tr, g_tr = None, None
     if tr_idx is not None:
         F_tr = logmel_stats(_waves(target_rows, tr_idx), sr, c)
+        g_tr = _row_groups(target_rows)[tr_idx]
     bar.update(1)
+    groups_mix = np.asarray([bank_groups[k] for k in m_clip[mix_pick]], dtype=object)
 
-    spectral = _spectral(F_bank, seg_group, used_groups, F_used, F_tn, c, seed)
+    spectral = _spectral(F_bank, seg_group, used_groups, F_used, F_tn, c, seed, groups_mix, tn_rec)
     spectral.update(segment_seconds=seg / sr, segment_hop=c["segment_hop"], bank_segments=int(len(seg_waves)),
                     bank_segments_used=int(len(spick)))
     report["spectral"] = spectral
-    report["realism"] = _realism(F_mix, F_tr, c, seed)
+    report["realism"] = _realism(F_mix, F_tr, c, seed, speakers[mix_pick], g_tr)
     bar.update(1)
-    groups_mix = np.asarray([bank_groups[k] for k in m_clip[mix_pick]], dtype=object)
     report["probe"] = _probe(F_mix, labels[mix_pick], groups_mix, c, seed)
     bar.update(1)
 
@@ -806,7 +842,7 @@ def _reuse(m_clip, m_off, m_len, m_loops, clip_len, bank_groups, sr) -> dict:
     }
 
 
-def _spectral(F_bank, seg_group, used_groups, F_used, F_tn, c, seed) -> dict:
+def _spectral(F_bank, seg_group, used_groups, F_used, F_tn, c, seed, g_used=None, g_tn=None) -> dict:
     bw = c["vendi_bandwidth_db"]
     cents = np.stack([F_bank[seg_group == g].mean(0) for g in used_groups]) if len(used_groups) else np.zeros((0, F_bank.shape[1]))
     out: dict[str, Any] = {"vendi_bandwidth_db": bw, "n_features": int(F_bank.shape[1])}
@@ -821,20 +857,22 @@ def _spectral(F_bank, seg_group, used_groups, F_used, F_tn, c, seed) -> dict:
             out["frechet_noise"] = _fnum(stats.frechet_from_features(F_used, F_tn))
         folds = c["domain_folds"]
         if min(len(F_used), len(F_tn)) >= folds:
-            d = stats.domain_classifier_auc(F_used, F_tn, folds=folds, seed=seed, l2=c["l2"], n_boot=c["n_boot"])
+            d = stats.domain_classifier_auc(F_used, F_tn, folds=folds, seed=seed, groups_a=g_used, groups_b=g_tn,
+                                            l2=c["l2"], n_boot=c["n_boot"])
             out["noise_domain"] = {k: (_fnum(v) if isinstance(v, float) else v) for k, v in d.items()}
         else:
             out["noise_domain"] = {"auc": None, "reason": f"needs >= {folds} segments per side, got {len(F_used)} and {len(F_tn)}"}
     return out
 
 
-def _realism(F_mix, F_tr, c, seed) -> dict:
+def _realism(F_mix, F_tr, c, seed, g_mix=None, g_tr=None) -> dict:
     folds = c["domain_folds"]
     if F_tr is None:
         return {"auc": None, "reason": "no target rows given"}
     if min(len(F_mix), len(F_tr)) < folds:
         return {"auc": None, "reason": f"needs >= {folds} rows per side, got {len(F_mix)} synthetic and {len(F_tr)} target"}
-    d = stats.domain_classifier_auc(F_mix, F_tr, folds=folds, seed=seed, l2=c["l2"], n_boot=c["n_boot"])
+    d = stats.domain_classifier_auc(F_mix, F_tr, folds=folds, seed=seed, groups_a=g_mix, groups_b=g_tr, l2=c["l2"],
+                                    n_boot=c["n_boot"])
     return {k: (_fnum(v) if isinstance(v, float) else v) for k, v in d.items()}
 
 
@@ -886,15 +924,20 @@ def _probe(X, y, groups, c, seed) -> dict:
     e_in = err_in_sum[rows] / err_in_n[rows]
     e_out = err_out[rows]
     diff = e_out - e_in
-    ci = stats.bootstrap_ci(np.mean, diff, n=c["n_boot"], seed=seed)
-    ci_in = stats.bootstrap_ci(np.mean, e_in, n=c["n_boot"], seed=seed)
-    ci_out = stats.bootstrap_ci(np.mean, e_out, n=c["n_boot"], seed=seed)
+    g_rows = groups[rows]
+
+    def ci_of(v):  # cluster bootstrap over the noise sources (paired: one draw for in, out and their gap)
+        lo, hi, _ = stats.cluster_bootstrap(lambda W: (W @ v) / W.sum(1), g_rows, c["n_boot"], seed)
+        return CI(float(v.mean()), lo, hi)
+
+    ci, ci_in, ci_out = ci_of(diff), ci_of(e_in), ci_of(e_out)
     counts = np.bincount(np.unique(y, return_inverse=True)[1])
     return {
         "applicable": True,
         "folds": int(k),
         "sources": int(len(names)),
         "test_rows": int(len(rows)),
+        "test_sources": int(len(np.unique(g_rows))),
         "train_rows_per_fold": [int((~test & (rf != f)).sum()) for f in range(k)],
         "chance_error": float(1.0 - counts.max() / counts.sum()),
         "error_in": float(e_in.mean()),
@@ -1017,8 +1060,9 @@ def gate(report: dict, cfg: Mapping[str, Any] | None = None) -> list[dict]:
 
     One dict per gate, in config order: ``name`` (the metric), ``value``, ``op`` (``>=`` for a
     ``min`` gate, ``<=`` for ``max``), ``threshold``, ``action`` (``fail`` | ``warn``) and
-    ``passed``: True / False, or ``None`` when the metric does not apply (value ``None``;
-    e.g. the probe with a single noise source -- other gates catch that case).
+    ``passed``. **n/a is not a pass**: when the metric does not apply or was not computed
+    (value ``None``, e.g. the probe with a single noise source) ``passed`` is False and
+    ``reason`` says why, so the gate counts with its action (module docstring, "Gates").
     """
     if cfg is None:
         cfg = report.get("config")
@@ -1030,15 +1074,44 @@ def gate(report: dict, cfg: Mapping[str, Any] | None = None) -> list[dict]:
         thr = g[op]
         v = metrics.get(name)
         v = _fnum(v) if v is not None else None
-        passed = None if v is None else bool(v >= thr if op == "min" else v <= thr)
-        out.append({"name": name, "value": v, "op": ">=" if op == "min" else "<=", "threshold": thr,
-                    "action": g["action"], "passed": passed})
+        passed = v is not None and bool(v >= thr if op == "min" else v <= thr)
+        d = {"name": name, "value": v, "op": ">=" if op == "min" else "<=", "threshold": thr,
+             "action": g["action"], "passed": passed}
+        if v is None:
+            d["reason"] = _na_reason(report, name)
+        out.append(d)
     return out
 
 
+def _na_reason(report: Mapping, name: str) -> str:
+    """Why a gate's metric is None: the reason its part of the report gives."""
+    if name.startswith("probe_"):
+        part = report.get("probe")
+    elif name.startswith("domain_auc"):
+        part = report.get("realism")
+    elif name == "noise_domain_auc":
+        part = (report.get("spectral") or {}).get("noise_domain")
+        if part is None:
+            return "n/a: no target noise given"
+    elif name == "frechet_noise":
+        return "n/a: no target noise given"
+    else:
+        part = None
+    if isinstance(part, Mapping) and part.get("reason"):
+        return f"n/a: {part['reason']}"
+    return "n/a: not computed"
+
+
 def failures(gates: Sequence[dict]) -> list[dict]:
-    """The gates with action ``fail`` that did not pass (``passed is False``)."""
-    return [g for g in gates if g["action"] == "fail" and g["passed"] is False]
+    """The gates with action ``fail`` that did not pass (n/a included: ``passed`` is False)."""
+    return [g for g in gates if g["action"] == "fail" and not g["passed"]]
+
+
+def verdict(gates: Sequence[dict]) -> str:
+    """``"fail"`` (a fail gate did not pass, n/a included), ``"warn"`` (a warn gate did not), else ``"pass"``."""
+    if failures(gates):
+        return "fail"
+    return "warn" if any(not g["passed"] for g in gates) else "pass"
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -1060,18 +1133,24 @@ def markdown(report: dict, gates: Sequence[dict]) -> str:
     r = report["reuse"]
     s = report["spectral"]
     fails = failures(gates)
-    warns = [g for g in gates if g["action"] == "warn" and g["passed"] is False]
-    verdict = "FAIL" if fails else ("PASS with warnings" if warns else "PASS")
+    warns = [g for g in gates if g["action"] == "warn" and not g["passed"]]
+    word = {"fail": "FAIL", "warn": "PASS with warnings", "pass": "PASS"}[verdict(gates)]
     L = ["# Audio diversity check", ""]
-    L.append(f"**{verdict}**: {len(fails)} failing gate(s), {len(warns)} warning(s), {len(gates)} gate(s) in all.")
+    L.append(f"**{word}**: {len(fails)} failing gate(s), {len(warns)} warning(s), {len(gates)} gate(s) in all.")
     L.append("")
     L.append(f"{report['n_mixes']} mixes at {report['sampling_rate']} Hz; {report['subsample']['rows']} of them in "
              f"the spectral, realism and probe parts (max_rows {report['subsample']['max_rows']}); "
              f"the reuse accounting counts every mix.")
     L += ["", "## Gates", "", "| metric | value | rule | action | result |", "|---|---:|---|---|---|"]
     for g in gates:
-        res = "n/a" if g["passed"] is None else ("pass" if g["passed"] else ("**FAIL**" if g["action"] == "fail" else "warn"))
+        res = "pass" if g["passed"] else ("**FAIL**" if g["action"] == "fail" else "warn")
+        if g["value"] is None:
+            res += " (n/a)"
         L.append(f"| {g['name']} | {_fmt(g['value'])} | {g['op']} {_fmt(g['threshold'])} | {g['action']} | {res} |")
+    nas = [g for g in gates if g["value"] is None]
+    if nas:
+        L += ["", "Not available, so not passed (an n/a gate counts with its action): "
+              + "; ".join(f"{g['name']}: {g.get('reason', 'n/a')}" for g in nas) + "."]
     L += ["", "## Noise reuse", ""]
     L.append(f"- mixed speech: {_fmt(r['mixed_seconds'])} s over {_fmt(r['distinct_noise_seconds'])} s of distinct noise "
              f"(bank: {_fmt(r['bank_seconds'])} s, {_fmt(100 * r['bank_coverage'], 1)}% heard)")
@@ -1110,8 +1189,10 @@ def markdown(report: dict, gates: Sequence[dict]) -> str:
     if rl.get("auc") is None:
         L.append(f"Not computed: {rl.get('reason')}.")
     else:
-        L.append(f"A logistic domain classifier tells synthetic mixes ({rl['n_a']}) from target training mixes ({rl['n_b']}) "
-                 f"with out-of-fold AUC **{_fmt(rl['auc'])}** (95% CI {_fmt(rl['ci_low'])} to {_fmt(rl['ci_high'])}; "
+        L.append(f"A logistic domain classifier tells synthetic mixes ({rl['n_a']} of {rl.get('groups_a', 'n/a')} "
+                 f"speakers) from target training mixes ({rl['n_b']} of {rl.get('groups_b', 'n/a')} speakers) with "
+                 f"out-of-fold AUC **{_fmt(rl['auc'])}** (95% CI {_fmt(rl['ci_low'])} to {_fmt(rl['ci_high'])}; "
+                 f"{rl.get('folds')} folds that keep every speaker whole, interval by resampling speakers; "
                  f"0.5 = indistinguishable).")
     p = report["probe"]
     L += ["", "## Leave-sources-out probe", ""]
@@ -1125,7 +1206,8 @@ def markdown(report: dict, gates: Sequence[dict]) -> str:
                  f"(95% CI {_fmt(p['error_in_ci'][0])} to {_fmt(p['error_in_ci'][1])})")
         L.append(f"- error on mixes of held-out sources: {_fmt(p['error_out'])} "
                  f"(95% CI {_fmt(p['error_out_ci'][0])} to {_fmt(p['error_out_ci'][1])})")
-        L.append(f"- gap: **{_fmt(p['gap'])}** (95% CI {_fmt(p['gap_ci_low'])} to {_fmt(p['gap_ci_high'])})")
+        L.append(f"- gap: **{_fmt(p['gap'])}** (95% CI {_fmt(p['gap_ci_low'])} to {_fmt(p['gap_ci_high'])}; intervals "
+                 f"resample the {p['test_sources']} noise sources of the test mixes; the fail gate is on the upper end)")
     sn = report["snr_db"]
     if sn["n"]:
         L += ["", f"SNR of the mixes: {_fmt(sn['min'])} to {_fmt(sn['max'])} dB (mean {_fmt(sn['mean'])})."]

@@ -321,7 +321,10 @@ def _shared_work():
         return cache[key]
 
     def auc(A, B, folds=5, seed=0, **kw):
-        key = _digest("auc", A, B, int(folds), int(seed), sorted(kw.items()))
+        arrays = [np.asarray(kw[k]).astype(str) if kw[k] is not None else "none" for k in ("groups_a", "groups_b")
+                  if k in kw]  # group labels: hashed as arrays
+        rest = sorted((k, v) for k, v in kw.items() if k not in ("groups_a", "groups_b"))
+        key = _digest("auc", A, B, int(folds), int(seed), rest, *arrays)
         if key not in cache:
             cache[key] = orig_auc(A, B, folds, seed, **kw)
         return copy.deepcopy(cache[key])
@@ -410,7 +413,7 @@ def _score_one(i: int) -> dict:
         "length_mean": k["params"]["length"]["mean"],
         "near_duplicate_share": rep["near_duplicates"]["share"],
         "probe_gap": rep["probe"].get("gap"),
-        "probe_gap_ci_low": (rep["probe"].get("gap_ci") or [None])[0],
+        "probe_gap_ci_high": (rep["probe"].get("gap_ci") or [None, None])[1],
     }
     return {
         "name": cand["name"], "description": _describe(cand), "is_base": cand["is_base"],
@@ -625,7 +628,7 @@ def markdown(result: Mapping, plot_name: str | None = None) -> str:
         pa = p.get("domain_auc") or {}
         L += [f"Sharp parents (no blur) vs target: domain AUC {_f(pa.get('auc'))}, Frechet {_f(p.get('frechet'))}.", ""]
     L += ["| rank | candidate | ranges | domain AUC (95% CI) | Frechet | kernel Vendi | distinct kernels | "
-          "orientation entropy | mean path (px) | near-dup share | probe gap CI low | verdict |",
+          "orientation entropy | mean path (px) | near-dup share | probe gap CI high | verdict |",
           "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in sorted(cands, key=lambda r: r["rank"]):
         s = r["scores"]
@@ -635,7 +638,7 @@ def markdown(result: Mapping, plot_name: str | None = None) -> str:
         L.append(f"| {r['rank']} | {name} | {r['description']} | {_f(s['domain_auc'])} ({_f(s['domain_auc_ci'][0])}-"
                  f"{_f(s['domain_auc_ci'][1])}) | {_f(s['frechet'])} | {_f(s['kernel_vendi'], 2)} | "
                  f"{_f(s['distinct_kernels'])} | {_f(s['orientation_entropy'])} | {_f(s['length_mean'], 1)} | "
-                 f"{_f(s['near_duplicate_share'])} | {_f(s['probe_gap_ci_low'])} | {verdict} |")
+                 f"{_f(s['near_duplicate_share'])} | {_f(s.get('probe_gap_ci_high'))} | {verdict} |")
     g = result.get("gates_used") or {}
     fails = ", ".join(f"{n} {v['op']} {v['threshold']:g}" for n, v in g.items() if v["action"] == "fail")
     L += ["", f"Fail gates (from `check_images`): {fails or 'none'}. Lower domain AUC (0.5 = indistinguishable) and "

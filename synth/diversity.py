@@ -29,32 +29,59 @@ What is measured (report keys)
         parents' features, shared by both sets) of the synthetic rows' features and of their
         sharp parents' features, and the ratio synthetic / parents.
     ``realism`` -- domain classifier synthetic vs real **target** rows of
-        ``splits["train"]`` on features: out-of-fold AUC with a 95% bootstrap interval
-        (:func:`shiftlab.stats.domain_classifier_auc`), and the Frechet distance between the
-        feature statistics; both also for the sharp parents vs target, so one sees whether
-        the synthesis moved the source toward the target.
-    ``probe`` -- held-out kernel probe: an L2 logistic classifier (:func:`stats.fit_logistic`)
-        on features predicts the label. It is trained on the synthetic rows of one part ``A``
-        of the kernel space and tested on (a) held-out rows of ``A`` (other parents) and (b)
-        the *same* held-out parents blurred again (:func:`blur.apply_kernels`) with kernels of
-        rows outside ``A``. Error (b) - error (a) is the gap: a model that saw only ``A``
-        fails on new blur. The split (``probe.split``): ``family`` (most common family vs
-        the rest), ``orientation`` ([0, 90) vs [90, 180) degrees) or ``extent`` (path length
-        <= median vs above); ``auto`` takes the first of these with at least
-        ``probe.min_rows`` rows on each side, and runs it both ways (A -> B and B -> A; the
-        gap is the mean of the two, which cancels most of the "one side is harder"
-        effect). When no split has two such sides (e.g. every row has the same kernel,
-        :data:`blur.NARROW`) the held-out kernels are drawn from the wide reference space
-        ``probe.reference`` (default :data:`kernels.DEFAULT_SAMPLE_CFG`) and the model is
-        trained on all analysed rows. The gap gets a paired, stratified percentile
-        bootstrap interval.
+        ``splits["train"]`` on features: out-of-fold AUC with a 95% interval
+        (:func:`shiftlab.stats.domain_classifier_auc`), also for the sharp parents vs
+        target. Grouped: a synthetic row and its sharp parent belong to the parent's group
+        (the ``group`` of the parent row in the splits; its id without one), a target row to
+        its own ``group``; the folds keep every group whole and the interval resamples
+        groups (cluster bootstrap), so copies of one image or frames of one video never
+        count as independent. Frechet distances (Heusel et al. 2017's formula on the
+        features) of the synthetic rows and of their parents to the target, and their
+        difference with a cluster-bootstrap interval (:func:`shiftlab.stats.frechet_difference`,
+        paired by parent): ``moved_toward_target`` is ``"yes"`` only when the whole interval
+        is below 0, ``"no"`` when it is above 0, ``"inconclusive"`` otherwise.
+    ``probe`` -- held-out kernel probe, one design for every synthetic set
+        (:func:`probe_plan`): an L2 logistic classifier (:func:`stats.fit_logistic`) on
+        features predicts the label. Kernel orientations (:func:`kernel_orientation`) are cut
+        into bands of ``probe.band_degrees`` (default 30) dealt alternately to two sets, ``A``
+        = ``[0, 30) [60, 90) [120, 150)`` and ``B`` = ``[30, 60) [90, 120) [150, 180)``
+        (90 / band is odd, so turning a kernel by 90 degrees moves it to the other set;
+        ``band_degrees: 90`` gives the halves ``[0, 90)`` / ``[90, 180)``; interleaved bands
+        are the default because a model trained on one half has never seen blur that smears
+        the edges the other half keeps, which penalises even a diverse generator). For each set with
+        at least ``probe.min_rows`` training rows, a classifier is trained on the rows of
+        that set whose parent is not held out, and scored on the held-out parents of that set
+        blurred again (:func:`blur.apply_kernels`) (a) with their own kernel (seen region)
+        and (b) with that kernel turned by 90 degrees (``numpy.rot90``, exact: the same
+        extent and shape in the other set, so the two errors differ only by the region). A
+        held-out kernel is used only when its cosine similarity to *every* kernel the
+        classifier was trained on is below ``probe.max_cosine`` (short, round kernels that
+        look alike in every orientation drop out; the largest similarity is reported). The
+        gap, error (b) - error (a), is averaged over the sets; its 95% interval resamples
+        held-out parent groups (cluster bootstrap, paired). A set of kernels that all lie in
+        one set (one kernel, :data:`blur.NARROW`) is probed in that direction only. The probe
+        is not applicable (gap None, with the reason) when no set has enough rows or no
+        held-out kernel is far enough from the training kernels.
     ``features`` -- the feature network (:mod:`shiftlab.synth.features`): trained inside the
         check on the labels of at most ``features.train_rows`` real rows of
-        ``splits["train"]`` (source and target), nothing downloaded, nothing cached.
+        ``splits["train"]``, nothing downloaded, nothing cached. Its rows are disjoint, by
+        group, from every row it then compares: the analysed target rows, the analysed
+        synthetic rows and their parents. It takes real train rows that are neither
+        (target rows beyond ``max_target``, source rows that are nobody's parent) first, and
+        only when those are too few whole parent groups, at most ``features.max_parent_share``
+        of them, which are then left out of the analysed synthetic rows
+        (``subsample.feature_rows_overlap`` counts the overlap: 0).
     ``subsample`` -- how many rows each part analysed. Image metrics use at most
         ``max_rows`` synthetic rows chosen **by parent** (seeded order of the sorted parent
         ids; all copies of a chosen parent are kept, so copies that look alike are seen) and
-        at most ``max_target`` target rows.
+        at most ``max_target`` target rows (whole groups, seeded).
+
+Gates (:func:`gate`) and the verdict (:func:`verdict`): a gate passes when its value meets
+its rule. A gate whose metric is not available (n/a: not computed, not applicable) does
+**not** pass: it counts with its action, so an n/a fail gate fails the check, with the
+reason in the gate's ``reason`` (a check that could not be made cannot vouch for the data).
+The probe's fail gate is on the *upper* end of the gap's interval (``probe_gap_ci_high``):
+the probe passes only when the data rule out a gap above the threshold.
 
 Determinism: every random choice derives from ``seed`` through
 :func:`shiftlab.seeding.sample_rng`; the same inputs, cfg, torch build and CPU thread count
@@ -79,7 +106,8 @@ from shiftlab.errors import ShiftlabError
 from shiftlab.synth import features as feat_mod
 from shiftlab.synth import kernels
 
-__all__ = ["DEFAULTS", "METRICS", "check_cfg", "run", "gate", "markdown", "kernel_coverage", "kernel_orientation"]
+__all__ = ["DEFAULTS", "METRICS", "check_cfg", "run", "gate", "verdict", "markdown", "kernel_coverage",
+           "kernel_orientation", "orientation_set", "probe_plan", "feature_fit_rows"]
 
 _KEY = "check_images"
 _PURPOSE = "check_images"
@@ -98,7 +126,11 @@ METRICS: dict[str, tuple[tuple[str | int, ...], str]] = {
     "image_vendi_ratio": (("images", "ratio"), "image Vendi score synthetic / sharp parents"),
     "domain_auc": (("realism", "domain_auc", "auc"), "AUC of a classifier telling synthetic from target"),
     "probe_gap": (("probe", "gap"), "error on held-out kernels minus error on seen kernels"),
-    "probe_gap_ci_low": (("probe", "gap_ci", 0), "lower end of the gap's 95% interval"),
+    "probe_gap_ci_high": (("probe", "gap_ci", 1), "upper end of the gap's 95% interval"),
+    "frechet_difference": (("realism", "frechet_difference", "difference"),
+                           "Frechet to target: synthetic minus sharp parents"),
+    "frechet_difference_ci_high": (("realism", "frechet_difference", "ci_high"),
+                                   "upper end of the Frechet difference's 95% interval"),
 }
 
 #: Defaults of the ``check_images`` params section.
@@ -119,13 +151,14 @@ DEFAULTS: dict[str, Any] = {
         "n_boot": 1000,  # bootstrap replicates for every interval (>= 0)
     },
     "probe": {
-        "split": "auto",  # auto | family | orientation | extent | reference
-        "test_fraction": 0.3,  # share of parents held out (0 < f < 1)
-        "min_rows": 50,  # rows each side of a split needs (>= 10)
+        "test_fraction": 0.3,  # share of parent groups held out (0 < f < 1)
+        "min_rows": 50,  # training rows an orientation set needs to be probed (>= 10)
+        "band_degrees": 30.0,  # orientation bands dealt alternately to the sets A and B (90 / band odd)
+        "max_cosine": 0.9,  # a held-out kernel's cosine to every training kernel is below this, (0, 1]
         "l2": 0.001,  # logistic regression L2 penalty (>= 0)
-        "reference": copy.deepcopy(kernels.DEFAULT_SAMPLE_CFG),  # kernels.sample cfg of held-out kernels
     },
-    "features": copy.deepcopy(feat_mod.DEFAULTS),
+    "features": {**copy.deepcopy(feat_mod.DEFAULTS),
+                 "max_parent_share": 0.5},  # at most this share of parent groups may fit the network, [0, 1)
     "plots": {"examples": 8},  # columns of the example grids (>= 1)
     "gates": {
         "distinct_kernels": {"min": 20, "action": "fail"},
@@ -135,13 +168,15 @@ DEFAULTS: dict[str, Any] = {
         "length_entropy": {"min": 0.3, "action": "warn"},
         "max_copies_per_parent": {"max": 20, "action": "warn"},
         "near_duplicate_share": {"max": 0.1, "action": "fail"},
-        "probe_gap": {"max": 0.05, "action": "warn"},
-        "probe_gap_ci_low": {"max": 0.03, "action": "fail"},
+        "probe_gap": {"max": 0.03, "action": "warn"},
+        "probe_gap_ci_high": {"max": 0.05, "action": "fail"},
         "domain_auc": {"max": 0.9, "action": "warn"},
     },
 }
 
-_SPLITS = ("family", "orientation", "extent")
+#: the probe's design, named in the report
+PROBE_DESIGN = ("orientation bands dealt alternately to sets A and B; trained on one set, held-out kernel = "
+                "the row's own kernel turned 90 degrees (into the other set)")
 
 
 # --------------------------------------------------------------------------- config
@@ -242,11 +277,16 @@ def check_cfg(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
             c[k] = copy.deepcopy(user[k])
     for sec in ("near_duplicates", "realism", "plots"):
         c[sec] = _merge_section(DEFAULTS[sec], user.get(sec), f"{_KEY}.{sec}")
-    probe_user = user.get("probe")
-    c["probe"] = _merge_section(DEFAULTS["probe"], probe_user, f"{_KEY}.probe")
-    if isinstance(probe_user, Mapping) and "reference" in probe_user:  # replaces, not merges
-        c["probe"]["reference"] = copy.deepcopy(probe_user["reference"])
-    c["features"] = feat_mod.check_cfg(user.get("features"), f"{_KEY}.features")
+    c["probe"] = _merge_section(DEFAULTS["probe"], user.get("probe"), f"{_KEY}.probe")
+    fu = user.get("features")
+    share = DEFAULTS["features"]["max_parent_share"]
+    if isinstance(fu, Mapping) and "max_parent_share" in fu:  # the check's own key, not the network's
+        fu = dict(fu)
+        share = fu.pop("max_parent_share")
+    c["features"] = feat_mod.check_cfg(fu, f"{_KEY}.features")
+    if not (_num(share) and 0 <= float(share) < 1):
+        raise ShiftlabError(f"{_KEY}.features.max_parent_share: must be a number in [0, 1), got {share!r}")
+    c["features"]["max_parent_share"] = float(share)
     c["gates"] = _check_gates(user.get("gates"), f"{_KEY}.gates")
 
     _int(c, "seed", 0, _KEY)
@@ -274,10 +314,6 @@ def check_cfg(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
     _int(c["plots"], "examples", 1, f"{_KEY}.plots")
 
     p = c["probe"]
-    if p["split"] not in ("auto", "reference") + _SPLITS:
-        raise ShiftlabError(
-            f"{_KEY}.probe.split: must be one of auto, {', '.join(_SPLITS)}, reference; got {p['split']!r}"
-        )
     tf = p["test_fraction"]
     if not (_num(tf) and 0 < float(tf) < 1):
         raise ShiftlabError(f"{_KEY}.probe.test_fraction: must be a number in (0, 1), got {tf!r}")
@@ -286,10 +322,16 @@ def check_cfg(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
     if not (_num(p["l2"]) and float(p["l2"]) >= 0):
         raise ShiftlabError(f"{_KEY}.probe.l2: must be a number >= 0, got {p['l2']!r}")
     p["l2"] = float(p["l2"])
-    try:
-        kernels.sample(0, p["reference"])
-    except ShiftlabError as e:
-        raise ShiftlabError(f"{_KEY}.probe.reference: {e}") from None
+    bd = p["band_degrees"]
+    k = 90.0 / float(bd) if _num(bd) and float(bd) > 0 else 0.0
+    if not (k >= 1 and abs(k - round(k)) < 1e-9 and round(k) % 2 == 1):
+        raise ShiftlabError(f"{_KEY}.probe.band_degrees: must divide 90 an odd number of times (90, 30, 18, 10, ...), "
+                            f"got {bd!r}")
+    p["band_degrees"] = float(bd)
+    mc = p["max_cosine"]
+    if not (_num(mc) and 0 < float(mc) <= 1):
+        raise ShiftlabError(f"{_KEY}.probe.max_cosine: must be a number in (0, 1], got {mc!r}")
+    p["max_cosine"] = float(mc)
     return c
 
 
@@ -480,6 +522,67 @@ def _subsample_by_parent(parents: np.ndarray, ids: np.ndarray, max_rows: int, se
     return rows[:max_rows]
 
 
+def _groups_of(ds) -> np.ndarray:
+    """The ``group`` of every row of ``ds`` (object array); a row without one is its own group (its id)."""
+    ids = _columns(ds, ("id",))["id"]
+    if "group" not in ds.column_names:
+        return ids.astype(object)
+    g = _columns(ds, ("group",))["group"]
+    empty = np.array([v is None or str(v) == "" for v in g], dtype=bool)
+    g = g.astype(object)
+    g[empty] = ids[empty]
+    return g
+
+
+def _pick_groups(rows: np.ndarray, groups: np.ndarray, m: int, seed: int, purpose: str) -> np.ndarray:
+    """At most ``m`` of ``rows`` as whole groups in a seeded order (at least one group); sorted."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) <= m:
+        return rows
+    ug, ginv, gcount = np.unique(groups[rows].astype(str), return_inverse=True, return_counts=True)
+    order = seeding.sample_rng(seed, 0, _PURPOSE, purpose).permutation(len(ug))
+    take, tot = [], 0
+    for u in order:
+        if take and tot + gcount[u] > m:
+            break
+        take.append(u)
+        tot += gcount[u]
+    return np.sort(rows[np.isin(ginv.ravel(), take)])
+
+
+def feature_fit_rows(groups, eligible, compared_groups, parent_groups, train_rows: int,
+                     max_parent_share: float = 0.5, seed: int = 0) -> tuple[np.ndarray, set]:
+    """Rows of the train split the feature network fits on, disjoint by group from the compared rows.
+
+    ``groups``: the group of every train row; ``eligible``: bool per row (the real rows);
+    ``compared_groups``: the groups of the target rows the check compares;
+    ``parent_groups``: the groups of the parents of *all* synthetic rows. Rows of a compared
+    group are never taken. Rows of no parent group are taken first (a seeded sample of
+    ``train_rows`` of them); when they are too few, whole parent groups are added in a
+    seeded order until ``train_rows`` rows, but at most ``floor(max_parent_share * G)`` of
+    the ``G`` parent groups among the train rows -- the caller then leaves the synthetic rows
+    of those groups out of its analysis. Returns ``(rows (sorted), parent groups used)``.
+    """
+    g = np.asarray(groups).astype(str)
+    ok = np.asarray(eligible, dtype=bool) & ~np.isin(g, np.unique(np.asarray(compared_groups).astype(str)))
+    is_parent = np.isin(g, np.unique(np.asarray(parent_groups).astype(str)))
+    rng = seeding.sample_rng(seed, 0, _PURPOSE, "feature_rows")
+    free = np.flatnonzero(ok & ~is_parent)
+    if len(free) >= train_rows:
+        return np.sort(rng.choice(free, int(train_rows), replace=False)), set()
+    linked = np.flatnonzero(ok & is_parent)
+    ug, ginv, gcount = np.unique(g[linked], return_inverse=True, return_counts=True)
+    cap = int(math.floor(float(max_parent_share) * len(ug)))
+    need = int(train_rows) - len(free)
+    take, tot = [], 0
+    for u in rng.permutation(len(ug))[:cap]:
+        if tot >= need:
+            break
+        take.append(int(u))
+        tot += int(gcount[u])
+    rows = np.sort(np.concatenate([free, linked[np.isin(ginv.ravel(), take)]]))
+    return rows, {str(ug[u]) for u in take}
+
 # --------------------------------------------------------------------------- kernel coverage
 
 
@@ -557,7 +660,75 @@ def _kernel_section(recs: list[dict], parents: np.ndarray, c: dict) -> tuple[dic
 # --------------------------------------------------------------------------- probe
 
 
-def _probe(c, E_syn, y, recs, rows, parent_imgs, parents, ext, progress) -> dict:
+def orientation_set(orientation: float, band_degrees: float = 30.0) -> int:
+    """0 (set A) or 1 (set B) for an orientation in degrees: bands of ``band_degrees``, dealt alternately."""
+    return int((float(orientation) % 180.0) // float(band_degrees)) % 2
+
+
+def _set_name(h: int, band: float) -> str:
+    edges = np.arange(0.0, 180.0, band)
+    spans = " ".join(f"[{lo:g}, {lo + band:g})" for i, lo in enumerate(edges) if i % 2 == h)
+    return f"orientation set {'AB'[h]} {spans}"
+
+
+def probe_plan(records: Sequence[Mapping], test, *, max_cosine: float = 0.9, band_degrees: float = 30.0) -> dict:
+    """The held-out kernel design of the probe (module docstring, ``probe``) for kernel ``records``.
+
+    ``records``: one kernel record per analysed row; ``test``: bool per row, True for the
+    rows of held-out parents. Every distinct kernel is rendered once; a row's set is
+    :func:`orientation_set` of its kernel's :func:`kernel_orientation`. Returns ``{"size",
+    "set" (per row: 0 = A, 1 = B), "kernels" (the rendered arrays, one per distinct
+    record), "kernel_of" (per row), "directions"}``; one direction per set with rows, each
+    ``{"set", "train" (row indices, not held out), "test" (held-out rows whose turned
+    kernel is far enough), "dropped" (held-out rows whose turned kernel is not),
+    "max_cosine" (the largest cosine of a kept held-out kernel to a training kernel; None
+    when none is kept)}``. The held-out kernel of a test row is ``numpy.rot90`` of its own
+    kernel; cosines are between :func:`kernels.vector` renderings at the common side ``size``.
+    """
+    test = np.asarray(test, dtype=bool).ravel()
+    if len(test) != len(records):
+        raise ShiftlabError(f"probe_plan: {len(records)} records but {len(test)} test flags")
+    keys = [json.dumps(dict(r), sort_keys=True) for r in records]
+    uk, kinv = np.unique(np.array(keys, dtype=object).astype(str), return_inverse=True)
+    kinv = kinv.ravel()
+    arrs = [kernels.from_record(json.loads(k)).render() for k in uk]
+    size = max(a.shape[0] for a in arrs) if arrs else 1
+    size = size if size % 2 else size + 1
+
+    def unit(vs):
+        V = np.stack(vs).astype(np.float64)
+        nrm = np.linalg.norm(V, axis=1, keepdims=True)
+        return V / np.where(nrm > 0, nrm, 1.0)
+
+    V = unit([kernels.vector(a, size) for a in arrs]) if arrs else np.zeros((0, size * size))
+    R = unit([kernels.vector(np.ascontiguousarray(np.rot90(a)), size) for a in arrs]) if arrs else V
+    set_k = np.array([orientation_set(kernel_orientation(a), band_degrees) for a in arrs], dtype=np.int64)
+    of_set = set_k[kinv] if len(kinv) else np.zeros(0, np.int64)
+    directions = []
+    for h in (0, 1):
+        mine = of_set == h
+        if not mine.any():
+            continue
+        tr = np.flatnonzero(mine & ~test)
+        te = np.flatnonzero(mine & test)
+        train_k = np.unique(kinv[tr])
+        test_k = np.unique(kinv[te])
+        if len(train_k) and len(test_k):
+            mx = (R[test_k] @ V[train_k].T).max(1)
+        else:
+            mx = np.zeros(len(test_k))
+        far = dict(zip(test_k.tolist(), (mx < max_cosine).tolist()))
+        cos = dict(zip(test_k.tolist(), mx.tolist()))
+        keep = np.array([far[k] for k in kinv[te]], dtype=bool) if len(te) else np.zeros(0, dtype=bool)
+        kept_cos = [cos[k] for k in kinv[te[keep]]]
+        directions.append({
+            "set": h, "train": tr, "test": te[keep], "dropped": te[~keep],
+            "max_cosine": float(max(kept_cos)) if kept_cos else None,
+        })
+    return {"size": int(size), "set": of_set, "kernels": arrs, "kernel_of": kinv, "directions": directions}
+
+
+def _probe(c, E_syn, y, recs, rows, parent_imgs, pgroups, ext, progress) -> dict:
     """Held-out kernel probe (module docstring). ``rows`` index ``recs``; arrays are per analysed row."""
     import torch
 
@@ -567,96 +738,76 @@ def _probe(c, E_syn, y, recs, rows, parent_imgs, parents, ext, progress) -> dict
     p = c["probe"]
     seed = c["seed"]
     n = len(rows)
+    base = {"design": PROBE_DESIGN, "max_cosine": p["max_cosine"], "gap": None, "gap_ci": [None, None]}
     if len(np.unique(y)) < 2:
-        return {"skipped": "fewer than 2 labels among the analysed synthetic rows", "gap": None}
-    # held-out parents
-    up, pinv = np.unique(parents.astype(str), return_inverse=True)
+        return {**base, "skipped": "fewer than 2 labels among the analysed synthetic rows"}
+    # held-out parents: a seeded share of the parent groups
+    up, pinv = np.unique(pgroups.astype(str), return_inverse=True)
     u = np.array([seeding.sample_rng(seed, 0, _PURPOSE, "probe_parent", str(q)).random() for q in up])
     test = (u < p["test_fraction"])[pinv]
     if test.all() or not test.any():  # tiny inputs: force both sides
         test = np.zeros(n, dtype=bool)
         test[pinv == pinv[-1]] = True
-
-    fam = np.array([recs[i]["family"] for i in rows], dtype=object)
-    splits_available: dict[str, tuple[np.ndarray, str, str]] = {}
-    fu, fc = np.unique(fam.astype(str), return_counts=True)
-    if len(fu) >= 2:
-        top = fu[np.lexsort((fu, -fc))[0]]
-        splits_available["family"] = (fam == top, f"family={top}", f"family!={top}")
-    ori = np.array([kernel_orientation(recs[i]) for i in rows])
-    splits_available["orientation"] = (ori < 90.0, "orientation<90", "orientation>=90")
-    ln = np.array([_path_length(recs[i]) for i in rows])
-    med = float(np.median(ln))
-    splits_available["extent"] = (ln <= med, f"length<={med:.3g}", f"length>{med:.3g}")
-
-    def ok(mask):
-        return min(mask.sum(), (~mask).sum()) >= p["min_rows"] and all(
-            min((mm & ~test).sum(), (mm & test).sum()) >= 2 for mm in (mask, ~mask)
-        )
-
-    mode = p["split"]
-    note = ""
-    if mode == "auto":
-        mode = next((s for s in _SPLITS if s in splits_available and ok(splits_available[s][0])), "reference")
-    elif mode != "reference" and not (mode in splits_available and ok(splits_available[mode][0])):
-        note = f"split {mode} has fewer than {p['min_rows']} rows on a side; used the reference space"
-        mode = "reference"
-
-    directions = []
-    if mode == "reference":
-        plan = [(np.ones(n, dtype=bool), "all analysed kernels", "reference space", None)]
-    else:
-        mask, a_name, b_name = splits_available[mode]
-        plan = [(mask, a_name, b_name, ~mask), (~mask, b_name, a_name, mask)]
-    err_in, err_out, strata = [], [], []
-    for d, (a_mask, a_name, b_name, b_mask) in enumerate(plan):
-        tr = np.flatnonzero(a_mask & ~test)
-        te = np.flatnonzero(a_mask & test)
-        if len(np.unique(y[tr])) < 2 or len(te) == 0:
+    band = p["band_degrees"]
+    plan = probe_plan([recs[i] for i in rows], test, max_cosine=p["max_cosine"], band_degrees=band)
+    arrs, kof = plan["kernels"], plan["kernel_of"]
+    directions, reasons, diffs, strata, groups_te = [], [], [], [], []
+    for dd in plan["directions"]:
+        h = dd["set"]
+        tr, te = dd["train"], dd["test"]
+        name = _set_name(h, band)
+        if len(tr) < p["min_rows"]:
+            reasons.append(f"{name}: {len(tr)} training rows (< probe.min_rows {p['min_rows']})")
+            continue
+        if len(np.unique(y[tr])) < 2:
+            reasons.append(f"{name}: training rows hold fewer than 2 labels")
+            continue
+        if len(te) == 0:
+            reasons.append(f"{name}: no held-out kernel below cosine {p['max_cosine']:g} to every training kernel "
+                           f"({len(dd['dropped'])} held-out rows dropped)")
             continue
         model = stats.fit_logistic(E_syn[tr], y[tr], l2=p["l2"])
-        rng = seeding.sample_rng(seed, d, _PURPOSE, "probe_kernels", mode)
-        if b_mask is None:
-            ks = [kernels.sample(seeding.sample_rng(seed, int(i), _PURPOSE, "probe_reference"), p["reference"])
-                  for i in range(len(te))]
-        else:
-            pool = np.flatnonzero(b_mask)
-            ks = [recs[rows[j]] for j in pool[rng.integers(0, len(pool), len(te))]]
-        x_out = blur.apply_kernels(torch.from_numpy(np.ascontiguousarray(parent_imgs[te])), ks).numpy()
-        E_out = ext.embed(x_out)
-        ei = (model.predict(E_syn[te]) != y[te]).astype(np.float64)
-        eo = (model.predict(E_out) != y[te]).astype(np.float64)
-        err_in.append(ei)
-        err_out.append(eo)
-        strata.append(np.full(len(te), d))
+        x = torch.from_numpy(np.ascontiguousarray(parent_imgs[te]))
+        seen = [arrs[k] for k in kof[te]]
+        turned = [np.ascontiguousarray(np.rot90(arrs[k])) for k in kof[te]]
+        e_in = (model.predict(ext.embed(blur.apply_kernels(x, seen).numpy())) != y[te]).astype(np.float64)
+        e_out = (model.predict(ext.embed(blur.apply_kernels(x, turned).numpy())) != y[te]).astype(np.float64)
+        diffs.append(e_out - e_in)
+        strata.append(np.full(len(te), len(directions)))
+        groups_te.append(pgroups[te].astype(str))
         directions.append({
-            "train": a_name, "held_out": b_name, "train_rows": int(len(tr)), "test_rows": int(len(te)),
-            "error_seen": float(ei.mean()), "error_held_out": float(eo.mean()),
-            "gap": float(eo.mean() - ei.mean()),
+            "train": name, "held_out": _set_name(1 - h, band) + " (own kernel turned 90 degrees)",
+            "train_rows": int(len(tr)), "train_kernels": int(len(np.unique(kof[tr]))),
+            "test_rows": int(len(te)), "dropped_test_rows": int(len(dd["dropped"])),
+            "max_cosine_to_train": dd["max_cosine"],
+            "error_seen": float(e_in.mean()), "error_held_out": float(e_out.mean()),
+            "gap": float(e_out.mean() - e_in.mean()),
         })
+    out = {**base, "band_degrees": band, "sets_with_rows": [_set_name(dd["set"], band) for dd in plan["directions"]],
+           "directions": directions}
+    if reasons:
+        out["notes"] = reasons
     if not directions:
-        return {"split": mode, "skipped": "too few rows or labels to train the probe", "gap": None}
-    ei, eo, st = np.concatenate(err_in), np.concatenate(err_out), np.concatenate(strata)
+        return {**out, "skipped": "; ".join(reasons) or "no analysed rows"}
+    diff, st = np.concatenate(diffs), np.concatenate(strata)
+    g = np.concatenate(groups_te)
     nd = len(directions)
+    masks = [st == d for d in range(nd)]
 
-    def mean_gap(a, b, s):
-        return float(np.mean([b[s == d].mean() - a[s == d].mean() for d in range(nd) if (s == d).any()]))
+    def gap_w(W):  # a replicate that drew no row of a direction is NaN (dropped)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            parts = [(W[:, m] * diff[m]).sum(1) / W[:, m].sum(1) for m in masks]
+        return np.mean(parts, axis=0)
 
-    def mean_err(a, s):
-        return float(np.mean([a[s == d].mean() for d in range(nd) if (s == d).any()]))
-
-    ci = stats.bootstrap_ci(mean_gap, ei, eo, st, n=c["realism"]["n_boot"], seed=seed, labels=st)
-    out = {
-        "split": mode,
-        "directions": directions,
-        "error_seen": mean_err(ei, st),
-        "error_held_out": mean_err(eo, st),
-        "gap": ci.estimate,
-        "gap_ci": [ci.low, ci.high],
-        "test_rows": int(len(ei)),
-    }
-    if note:
-        out["note"] = note
+    lo, hi, _ = stats.cluster_bootstrap(gap_w, g, c["realism"]["n_boot"], seed)
+    out.update({
+        "error_seen": float(np.mean([d["error_seen"] for d in directions])),
+        "error_held_out": float(np.mean([d["error_held_out"] for d in directions])),
+        "gap": float(np.mean([d["gap"] for d in directions])),
+        "gap_ci": [lo, hi],
+        "test_rows": int(len(diff)),
+        "test_groups": int(len(np.unique(g))),
+    })
     return out
 
 
@@ -809,33 +960,46 @@ def run(synthetic, splits, cfg: Mapping[str, Any] | None = None, plots_dir=None,
     kern, kextra = _kernel_section(recs, parents, c)
     report["kernels"] = kern
 
-    # ---- image subsample and the real rows
-    rows = _subsample_by_parent(parents, ids, c["max_rows"], seed)
+    # ---- groups: a synthetic row belongs to its parent's group
+    up, pinv = np.unique(parents, return_inverse=True)
+    pinv = pinv.ravel()
+    ps_u, pr_u = _parent_index(splits, [str(q) for q in up])
+    pg_u = np.empty(len(up), dtype=object)
+    for sname in sorted(set(ps_u.tolist())):
+        sel = ps_u == sname
+        pg_u[sel] = _groups_of(splits[sname])[pr_u[sel]]
+    pgroup = pg_u[pinv].astype(str)
+
+    # ---- the real rows: compared target rows, then the feature network's rows (disjoint by group)
+    train = splits["train"]
+    tm = _columns(train, ("label", "domain", "origin"))
+    tgroups = _groups_of(train).astype(str)
+    real_mask = tm["origin"] == "real"
+    tgt_all = np.flatnonzero(real_mask & (tm["domain"] == "target"))
+    tgt_rows = _pick_groups(tgt_all, tgroups, c["max_target"], seed, "target")
+    fc = c["features"]
+    fit_rows, fit_groups = feature_fit_rows(tgroups, real_mask, tgroups[tgt_rows], pgroup, fc["train_rows"],
+                                            fc["max_parent_share"], seed)
+    if len(np.unique(tm["label"][fit_rows])) < 2:
+        raise ShiftlabError("check images: splits train needs real rows of at least 2 labels, apart from the compared "
+                            "rows, to train the feature network")
+    eligible = np.flatnonzero(~np.isin(pgroup, np.asarray(sorted(fit_groups), dtype=str)))
+    if len(eligible) == 0:
+        raise ShiftlabError("check images: every synthetic row's parent is needed to train the feature network "
+                            "(lower features.max_parent_share or features.train_rows)")
+
+    # ---- image subsample
+    rows = eligible[_subsample_by_parent(parents[eligible], ids[eligible], c["max_rows"], seed)]
     src_rows = rows if order is None else order[rows]
     syn_imgs = _read(synthetic, src_rows)
     y_syn = meta["label"][rows].astype(np.int64)
-    p_split, p_row = _parent_index(splits, [str(q) for q in parents[rows]])
-    par_imgs = _read_parents(splits, p_split, p_row)
-
-    train = splits["train"]
-    tm = _columns(train, ("label", "domain", "origin"))
-    real = np.flatnonzero(tm["origin"] == "real")
-    tgt_all = np.flatnonzero((tm["origin"] == "real") & (tm["domain"] == "target"))
-    fc = c["features"]
-    if len(real) > fc["train_rows"]:
-        fit_rows = np.sort(seeding.sample_rng(seed, 0, _PURPOSE, "feature_rows").choice(len(real), fc["train_rows"], replace=False))
-        fit_rows = real[fit_rows]
-    else:
-        fit_rows = real
-    if len(np.unique(tm["label"][fit_rows])) < 2:
-        raise ShiftlabError("check images: splits train needs real rows of at least 2 labels to train the feature network")
-    if len(tgt_all) > c["max_target"]:
-        tgt_rows = tgt_all[np.sort(seeding.sample_rng(seed, 0, _PURPOSE, "target").choice(len(tgt_all), c["max_target"], replace=False))]
-    else:
-        tgt_rows = tgt_all
+    par_imgs = _read_parents(splits, ps_u[pinv[rows]], pr_u[pinv[rows]])
     tgt_imgs = _read(train, tgt_rows)
+    compared = np.asarray(sorted(set(tgroups[tgt_rows].tolist()) | set(pgroup[rows].tolist())), dtype=str)
+    overlap = int(np.isin(tgroups[fit_rows], compared).sum())
 
-    ext = feat_mod.fit(_read(train, fit_rows), tm["label"][fit_rows], fc, seed=seed, progress=progress)
+    net_cfg = {k: v for k, v in fc.items() if k != "max_parent_share"}
+    ext = feat_mod.fit(_read(train, fit_rows), tm["label"][fit_rows], net_cfg, seed=seed, progress=progress)
     E_syn = ext.embed(syn_imgs)
     E_par = ext.embed(par_imgs)
     E_tgt = ext.embed(tgt_imgs) if len(tgt_imgs) else np.zeros((0, ext.dim), np.float32)
@@ -848,11 +1012,15 @@ def run(synthetic, splits, cfg: Mapping[str, Any] | None = None, plots_dir=None,
         "rendered_kernels": int(kern["vendi_rows"]),
         "target_rows": int(len(tgt_all)),
         "analysed_target_rows": int(len(tgt_rows)),
+        "analysed_target_groups": int(len(np.unique(tgroups[tgt_rows]))),
         "feature_train_rows": int(len(fit_rows)),
+        "feature_parent_groups": int(len(fit_groups)),
+        "feature_rows_overlap": overlap,
         "note": (
             f"kernel counts and parameter histograms use all {len(ids)} synthetic rows; orientation and kernel "
             f"Vendi use {kern['vendi_rows']} rendered kernels; image metrics use {len(rows)} synthetic rows "
-            f"(whole parents, seeded) and {len(tgt_rows)} of {len(tgt_all)} target rows"
+            f"(whole parents, seeded) and {len(tgt_rows)} of {len(tgt_all)} target rows; the feature network "
+            f"fits on {len(fit_rows)} other real train rows ({overlap} shared groups with the compared rows)"
         ),
     }
     report["features"] = {
@@ -896,31 +1064,39 @@ def run(synthetic, splits, cfg: Mapping[str, Any] | None = None, plots_dir=None,
         "vendi": v_syn, "vendi_parents": v_par, "ratio": v_syn / v_par if v_par > 0 else None,
     }
 
-    # ---- realism vs target
+    # ---- realism vs target (grouped folds and cluster-bootstrap intervals)
     rc = c["realism"]
+    g_syn, g_tgt = pgroup[rows], tgroups[tgt_rows]
     if min(len(E_tgt), len(E_syn)) < 2 * rc["folds"]:
         report["realism"] = {
             "skipped": f"need >= {2 * rc['folds']} target rows in splits train (have {len(E_tgt)})",
             "domain_auc": {"auc": None}, "target_rows": int(len(E_tgt)),
         }
     else:
-        auc_s = stats.domain_classifier_auc(E_syn, E_tgt, rc["folds"], seed, n_boot=rc["n_boot"])
-        auc_p = stats.domain_classifier_auc(E_par, E_tgt, rc["folds"], seed, n_boot=rc["n_boot"])
+        auc_s = stats.domain_classifier_auc(E_syn, E_tgt, rc["folds"], seed, groups_a=g_syn, groups_b=g_tgt,
+                                            n_boot=rc["n_boot"])
+        auc_p = stats.domain_classifier_auc(E_par, E_tgt, rc["folds"], seed, groups_a=g_syn, groups_b=g_tgt,
+                                            n_boot=rc["n_boot"])
         with warnings.catch_warnings():  # dead ReLU units make a covariance singular; stats handles it
             warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-            fd_s = stats.frechet_from_features(E_syn, E_tgt)
-            fd_p = stats.frechet_from_features(E_par, E_tgt)
+            fdd = stats.frechet_difference(E_syn, E_par, E_tgt, groups=g_syn, groups_t=g_tgt, n_boot=rc["n_boot"],
+                                           seed=seed)
+        lo, hi = fdd["ci_low"], fdd["ci_high"]
+        moved = ("yes" if hi < 0 else "no" if lo > 0 else "inconclusive") if math.isfinite(lo) else "inconclusive"
         report["realism"] = {
             "target_rows": int(len(E_tgt)),
+            "target_groups": int(len(np.unique(g_tgt))),
+            "synthetic_groups": int(len(np.unique(g_syn))),
             "domain_auc": auc_s,
             "domain_auc_parents": auc_p,
-            "frechet": fd_s,
-            "frechet_parents": fd_p,
-            "moved_toward_target": bool(fd_s < fd_p),
+            "frechet": fdd["frechet_x"],
+            "frechet_parents": fdd["frechet_y"],
+            "frechet_difference": {k: fdd[k] for k in ("difference", "ci_low", "ci_high", "n_boot")},
+            "moved_toward_target": moved,
         }
 
     # ---- held-out kernel probe
-    report["probe"] = _probe(c, E_syn, y_syn, recs, rows, par_imgs, parents[rows], ext, progress)
+    report["probe"] = _probe(c, E_syn, y_syn, recs, rows, par_imgs, pgroup[rows], ext, progress)
 
     # ---- plots
     report["plots"] = []
@@ -957,14 +1133,27 @@ def _lookup(report: Mapping, path: Sequence[str | int]):
     return cur
 
 
+def _na_reason(report: Mapping, path: Sequence[str | int]) -> str:
+    sec = report.get(path[0]) if isinstance(report, Mapping) else None
+    if isinstance(sec, Mapping):
+        if sec.get("skipped"):
+            return f"n/a: {sec['skipped']}"
+        sub = sec.get(path[1]) if len(path) > 1 else None
+        if isinstance(sub, Mapping) and sub.get("reason"):
+            return f"n/a: {sub['reason']}"
+    return "n/a: not computed"
+
+
 def gate(report: Mapping, cfg: Mapping[str, Any] | None = None) -> list[dict]:
     """One verdict per configured gate, in :data:`METRICS` order.
 
     ``cfg``: the ``check_images`` section (its ``gates``); ``None`` uses the cfg stored in
     the report (or :data:`DEFAULTS`). Each dict: ``name``, ``value`` (None when the metric
-    was not computed), ``op`` (``">="`` for ``min``, ``"<="`` for ``max``), ``threshold``,
-    ``action`` (``fail`` | ``warn``), ``passed`` (False when the value is missing), and
-    ``description``.
+    was not computed or does not apply), ``op`` (``">="`` for ``min``, ``"<="`` for
+    ``max``), ``threshold``, ``action`` (``fail`` | ``warn``), ``passed`` and
+    ``description``. **n/a is not a pass**: a gate without a value has ``passed`` False and a
+    ``reason``, so it counts with its action (an n/a fail gate fails the check; module
+    docstring, "Gates").
     """
     if cfg is None:
         gates = check_cfg(report.get("cfg") if isinstance(report, Mapping) else None)["gates"]
@@ -979,11 +1168,19 @@ def gate(report: Mapping, cfg: Mapping[str, Any] | None = None) -> list[dict]:
         v = _lookup(report, path)
         v = None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
         passed = v is not None and (v >= thr if op == "min" else v <= thr)
-        out.append({
-            "name": name, "value": v, "op": ">=" if op == "min" else "<=", "threshold": float(thr),
-            "action": g["action"], "passed": bool(passed), "description": desc,
-        })
+        d = {"name": name, "value": v, "op": ">=" if op == "min" else "<=", "threshold": float(thr),
+             "action": g["action"], "passed": bool(passed), "description": desc}
+        if v is None:
+            d["reason"] = _na_reason(report, path)
+        out.append(d)
     return out
+
+
+def verdict(gates: Sequence[Mapping]) -> str:
+    """``"fail"`` (a fail gate did not pass, n/a included), ``"warn"`` (a warn gate did not), else ``"pass"``."""
+    if any(not g["passed"] and g["action"] == "fail" for g in gates):
+        return "fail"
+    return "warn" if any(not g["passed"] for g in gates) else "pass"
 
 
 def _f(v, digits: int = 3) -> str:
@@ -1000,13 +1197,19 @@ def markdown(report: Mapping, gates: Sequence[Mapping]) -> str:
     """The report as Markdown: verdict, gates table, then one section per measurement."""
     failed = [g for g in gates if not g["passed"] and g["action"] == "fail"]
     warned = [g for g in gates if not g["passed"] and g["action"] == "warn"]
-    verdict = "FAIL" if failed else ("PASS with warnings" if warned else "PASS")
-    L = ["# Synthetic image diversity", "", f"**Verdict: {verdict}** "
+    word = {"fail": "FAIL", "warn": "PASS with warnings", "pass": "PASS"}[verdict(gates)]
+    L = ["# Synthetic image diversity", "", f"**Verdict: {word}** "
          f"({len(failed)} failed, {len(warned)} warnings, {len(gates)} gates)", ""]
     L += ["| gate | value | rule | action | result |", "|---|---:|---|---|---|"]
     for g in gates:
         res = "pass" if g["passed"] else ("FAIL" if g["action"] == "fail" else "warn")
+        if g["value"] is None:
+            res += " (n/a)"
         L.append(f"| {g['name']} | {_f(g['value'])} | {g['op']} {g['threshold']:g} | {g['action']} | {res} |")
+    nas = [g for g in gates if g["value"] is None]
+    if nas:
+        L += ["", "Not available, so not passed (an n/a gate counts with its action): "
+              + "; ".join(f"{g['name']}: {g.get('reason', 'n/a')}" for g in nas) + "."]
     sub = report.get("subsample", {})
     L += ["", f"Subsampling: {sub.get('note', '')}.", ""]
     k = report["kernels"]
@@ -1040,30 +1243,40 @@ def markdown(report: Mapping, gates: Sequence[Mapping]) -> str:
         L.append(f"Skipped: {r['skipped']}.")
     else:
         a, ap = r["domain_auc"], r["domain_auc_parents"]
+        fd = r["frechet_difference"]
         L += ["| compared with target | domain AUC (95% CI) | Frechet distance |", "|---|---|---:|",
               f"| synthetic | {_f(a['auc'])} ({_f(a['ci_low'])}-{_f(a['ci_high'])}) | {_f(r['frechet'], 2)} |",
               f"| sharp parents | {_f(ap['auc'])} ({_f(ap['ci_low'])}-{_f(ap['ci_high'])}) | {_f(r['frechet_parents'], 2)} |",
-              "", f"Synthesis moved the source toward the target: {_f(r['moved_toward_target'])} "
-              f"({_f(r['target_rows'])} target rows). AUC 0.5 = a learner cannot tell them apart."]
+              "", f"Frechet distance to the target, synthetic minus sharp parents: {_f(fd['difference'])} (95% CI "
+              f"{_f(fd['ci_low'])} to {_f(fd['ci_high'])}; cluster bootstrap over {_f(r['synthetic_groups'])} parent "
+              f"and {_f(r['target_groups'])} target groups, paired by parent). Synthesis moved the source toward the "
+              f"target: **{r['moved_toward_target']}** (yes only when the whole interval is below 0). AUC 0.5 = a "
+              f"learner cannot tell them apart; its folds keep every group whole and its interval resamples groups."]
     p = report["probe"]
-    L += ["", "## Held-out kernel probe", ""]
-    if p.get("skipped"):
-        L.append(f"Skipped: {p['skipped']}.")
-    else:
-        L += [f"Split: {p['split']}. Logistic classifier on features, trained on one part of the kernel space, "
-              "tested on held-out parents with seen vs held-out kernels.", "",
-              "| trained on | held-out kernels | train rows | test rows | error seen | error held-out | gap |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+    L += ["", "## Held-out kernel probe", "", f"Design (the same for every synthetic set): {p.get('design', '')}; a "
+          f"held-out kernel's cosine to every training kernel is below {_f(p.get('max_cosine'))}. A logistic "
+          "classifier on features is trained on one orientation set and tested on held-out parents with their own "
+          "kernel (seen) and with it turned 90 degrees (held-out).", ""]
+    if p.get("directions"):
+        L += ["| trained on | held-out kernels | train rows (kernels) | test rows (dropped) | max cosine | error seen | "
+              "error held-out | gap |", "|---|---|---:|---:|---:|---:|---:|---:|"]
         for d in p["directions"]:
-            L.append(f"| {d['train']} | {d['held_out']} | {d['train_rows']} | {d['test_rows']} | "
-                     f"{_f(d['error_seen'])} | {_f(d['error_held_out'])} | {_f(d['gap'])} |")
-        L += ["", f"Gap {_f(p['gap'])} (95% CI {_f(p['gap_ci'][0])} to {_f(p['gap_ci'][1])}): a large gap means a model "
-              "overfits the kernels it saw."]
-        if p.get("note"):
-            L.append(f"Note: {p['note']}.")
+            L.append(f"| {d['train']} | {d['held_out']} | {d['train_rows']} ({d['train_kernels']}) | {d['test_rows']} "
+                     f"({d['dropped_test_rows']}) | {_f(d['max_cosine_to_train'])} | {_f(d['error_seen'])} | "
+                     f"{_f(d['error_held_out'])} | {_f(d['gap'])} |")
+        L.append("")
+    if p.get("skipped"):
+        L.append(f"Not applicable: {p['skipped']}.")
+    else:
+        L += [f"Gap {_f(p['gap'])} (95% CI {_f(p['gap_ci'][0])} to {_f(p['gap_ci'][1])}, {p['test_rows']} test rows in "
+              f"{p['test_groups']} parent groups): a large gap means a model overfits the kernels it saw; the fail "
+              "gate is on the interval's upper end."]
+        for note in p.get("notes") or []:
+            L.append(f"Note: {note}.")
     fe = report["features"]
     L += ["", "## Feature network", "",
-          f"Trained inside the check on {_f(fe['train_rows'])} real train rows at {fe['size']}x{fe['size']}, "
+          f"Trained inside the check on {_f(fe['train_rows'])} real train rows (none of them, nor their groups, among "
+          f"the compared rows: overlap {_f(sub.get('feature_rows_overlap'))}) at {fe['size']}x{fe['size']}, "
           f"{fe['dim']}-d embedding; train accuracy {_f(fe['train_accuracy'])}, on the analysed synthetic rows "
           f"{_f(fe['accuracy_synthetic'])}, on their sharp parents {_f(fe['accuracy_parents'])}."]
     if report.get("plots"):

@@ -2,9 +2,13 @@
 
 No pretrained weights can be downloaded on the project's machines, and pixel-space
 statistics (FID on pixels, cosine on pixels) mostly measure brightness and position.
-:func:`fit` therefore trains a small CNN on the *labels* of the real training rows
-(``source`` and ``target`` alike) and :meth:`Extractor.embed` returns its penultimate
-layer: features that carry what a classifier of this task looks at.
+:func:`fit` therefore trains a small CNN on the *labels* of real training rows and
+:meth:`Extractor.embed` returns its penultimate layer: features that carry what a classifier
+of this task looks at. The check (:func:`shiftlab.synth.diversity.run`) chooses those rows
+disjoint, by group, from every row it then compares (the analysed target rows, synthetic
+rows and their parents; :func:`shiftlab.synth.diversity.feature_fit_rows`): a network that
+has seen a row embeds it differently from an unseen one (as FID's Inception network never
+saw the images it scores, Heusel et al. 2017), which would bias the distances and AUCs.
 
 Inputs
     uint8 (or float in [0, 1]) arrays / tensors shaped ``(N, C, H, W)``, ``C`` = 1 or 3,

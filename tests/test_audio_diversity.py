@@ -137,8 +137,15 @@ def test_one_short_recording_under_all_speech_is_flagged(target):
     assert m["vendi_sources"] == pytest.approx(1.0)
     assert rep["probe"]["applicable"] is False and "noise source" in rep["probe"]["reason"]
     assert m["probe_gap"] is None
-    assert next(g for g in gates if g["name"] == "probe_gap")["passed"] is None
-    assert "**FAIL**" in dv.markdown(rep, gates)
+    # n/a is not a pass: the probe cannot be run on one recording, so its fail gate fails
+    g = next(g for g in gates if g["name"] == "probe_gap_ci_high")
+    assert g["passed"] is False and g["action"] == "fail" and "needs >= 2 noise sources" in g["reason"]
+    assert "probe_gap_ci_high" in failed and dv.verdict(gates) == "fail"
+    md = dv.markdown(rep, gates)
+    assert "**FAIL**" in md and "| probe_gap_ci_high | n/a | <= 0.1 | fail | **FAIL** (n/a) |" in md
+    # the noise-domain classifier is grouped by recording: one recording on a side has no grouped AUC
+    nd = rep["spectral"]["noise_domain"]
+    assert nd["auc"] is None and "2 groups per side" in nd["reason"]
 
 
 @pytest.mark.parametrize("name,k", [("cars1", 1), ("cars3", 3)])
@@ -169,12 +176,21 @@ def test_probe_sees_overfitting_to_few_sources(target):
     assert few["applicable"] and few["gap_ci_low"] > 0  # held-out cars hurt
     assert many["gap"] < few["gap"]
     assert many["error_in"] < many["chance_error"]  # the probe learns the words
+    # the intervals resample the noise sources of the test mixes (3 vs 40): few sources, wide interval
+    assert few["test_sources"] == 3 and many["test_sources"] == 40
+    assert few["gap_ci_high"] - few["gap_ci_low"] > many["gap_ci_high"] - many["gap_ci_low"]
+    g = {x["name"]: x for x in scenario("cars3", target)[1]}
+    assert not g["probe_gap_ci_high"]["passed"]  # its upper end is above 0.1
 
 
 def test_realism_and_noise_metrics_are_reported(target):
     rep, _ = scenario("cars40", target)
     rl = rep["realism"]
     assert rl["n_a"] == N_MIXES and rl["n_b"] == 60 and rl["ci_low"] <= rl["auc"] <= rl["ci_high"]
+    # grouped by speaker: the test mixes name 10 speakers spk0..spk9 on each side
+    assert rl["bootstrap"] == "groups" and rl["groups_a"] == 10 and rl["groups_b"] == 10
+    nd = rep["spectral"]["noise_domain"]
+    assert nd["groups_a"] == 40 and nd["groups_b"] == 3  # noise by car: 40 bank cars, 3 target cars
     assert rep["spectral"]["target_noise_segments"] == 3 * 8  # 3 clips of 4 s in 0.5 s segments
     assert rep["metrics"]["frechet_noise"] > 0 and 0 <= rep["metrics"]["noise_domain_auc"] <= 1
 
@@ -285,9 +301,10 @@ def test_deterministic_report_and_plots(target, tmp_path):
 
 
 def test_gate_semantics():
-    rep = {"metrics": {"n_sources": 12, "reuse_ratio": 25.0, "probe_gap": None}}
+    rep = {"metrics": {"n_sources": 12, "reuse_ratio": 25.0, "probe_gap": None},
+           "probe": {"applicable": False, "reason": "needs >= 2 noise sources, got 1"}}
     cfg = {"gates": {"n_sources": {"min": 12}, "reuse_ratio": {"max": 20, "action": "warn"},
-                     "probe_gap": {"max": 0.1, "action": "fail"}, "vendi_sources": None,
+                     "probe_gap": {"max": 0.1, "action": "fail"}, "vendi_sources": None, "probe_gap_ci_high": None,
                      "largest_source_share": None, "max_segment_uses": None, "domain_auc": None,
                      "noise_domain_auc": None}}
     g = {x["name"]: x for x in dv.gate(rep, cfg)}
@@ -295,8 +312,16 @@ def test_gate_semantics():
     assert g["n_sources"] == {"name": "n_sources", "value": 12.0, "op": ">=", "threshold": 12.0, "action": "fail",
                               "passed": True}
     assert g["reuse_ratio"]["passed"] is False and g["reuse_ratio"]["op"] == "<="
-    assert g["probe_gap"]["passed"] is None  # not applicable is not a failure
-    assert dv.failures(list(g.values())) == []
+    # n/a is not a pass: a fail gate without a value fails, with the reason
+    assert g["probe_gap"]["passed"] is False and g["probe_gap"]["reason"] == "n/a: needs >= 2 noise sources, got 1"
+    assert [x["name"] for x in dv.failures(list(g.values()))] == ["probe_gap"]
+    assert dv.verdict(list(g.values())) == "fail"
+    warn_only = dv.gate(rep, {"gates": {**cfg["gates"], "probe_gap": {"max": 0.1, "action": "warn"}}})
+    assert dv.failures(warn_only) == [] and dv.verdict(warn_only) == "warn"  # an n/a warn gate warns
+    # the probe gate on the interval's upper end: a small estimate with a wide interval does not pass
+    both = dv.gate({"metrics": {"probe_gap": 0.0, "probe_gap_ci_high": 0.15}})
+    b = {x["name"]: x for x in both}
+    assert b["probe_gap"]["passed"] and not b["probe_gap_ci_high"]["passed"] and b["probe_gap_ci_high"]["action"] == "fail"
     assert dv.gate(rep, {"gates": None}) == []
 
 

@@ -15,11 +15,14 @@ from shiftlab.synth import calibrate
 NAMES = ["hbar", "vbar", "box"]
 
 # small and fast: a tiny feature network, few bootstrap replicates; the gates are check_images' defaults
+# but the probe's fail gate: 60 parents cannot rule out any gap (the gate passes only on the upper end of
+# the gap's interval), so with it every candidate would fail (tests/test_synth_diversity.py tests that gate)
 CHECK = {
     "features": {"size": 16, "channels": [4, 8, 8], "embed_dim": 8, "train_rows": 300, "epochs": 1, "batch_size": 64},
     "realism": {"folds": 2, "n_boot": 50},
     "probe": {"min_rows": 10},
     "max_kernels": 200,
+    "gates": {"probe_gap_ci_high": None},
 }
 NARROW = {"families": {"linear": 1.0, "shake": 0.0},
           "linear": {"length": [9.0, 9.0], "angle": [45.0, 45.0], "direction": [0.0, 0.0]}}

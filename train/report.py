@@ -1164,11 +1164,15 @@ def _audio_grid(sc: _Scenario, rows, names, labels) -> bytes:
 
 
 def _gate_result(g: Mapping) -> str:
+    """A gate's result cell. n/a is not a pass: a gate without a value counts with its action
+    (``passed`` False, its ``reason`` in the check's own report); ``passed`` None (checks written
+    before that rule) reads n/a."""
     if g.get("passed") is None:
         return "n/a"
     if g["passed"]:
         return "pass"
-    return "**FAIL**" if g.get("action") == "fail" else "warn"
+    res = "**FAIL**" if g.get("action") == "fail" else "warn"
+    return res + " (n/a)" if g.get("value") is None else res
 
 
 def _check_summary(check: Mapping) -> tuple[str, list[str], list[str]]:
