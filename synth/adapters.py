@@ -398,8 +398,9 @@ def with_blur(ds, cfg: Mapping[str, Any] | None = None, seed: int | None = None,
         raise ShiftlabError(f"with_blur: the dataset has no {column!r} column (have: {', '.join(ds.column_names)})")
     s = seed if seed is not None else _check_cfg(cfg)["seed"]
     t = _BlurTransform(cfg, _seed_arg(s, "with_blur"), p, column, recipe_column, epoch, keep_index)
-    if INDEX_COLUMN not in ds.column_names:
-        ds = ds.add_column(INDEX_COLUMN, np.arange(len(ds), dtype=np.int64))
+    if INDEX_COLUMN in ds.column_names:  # a dataset wrapped before: index = position in this one
+        ds = ds.remove_columns(INDEX_COLUMN)
+    ds = ds.add_column(INDEX_COLUMN, np.arange(len(ds), dtype=np.int64))
     return ds.with_transform(t)
 
 
