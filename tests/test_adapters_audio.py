@@ -152,3 +152,39 @@ def test_with_noise_rejects_a_bank_at_another_rate():
     with pytest.raises(ShiftlabError, match="no 'wave' column"):
         with_noise(_speech(2), _bank(), CFG, column="wave")
     assert isinstance(_speech(2), hfds.Dataset)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_cli_mixes_any_saved_speech_dataset_with_a_folder_bank(tmp_path, capsys):
+    from pathlib import Path
+
+    import soundfile as sf
+    import yaml
+
+    from shiftlab import cli, store
+
+    params = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
+    (tmp_path / "noise" / "car0").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        sf.write(tmp_path / "noise" / "car0" / f"n{k}.wav", (rng.standard_normal(3000) * 0.1).astype(np.float32), SR)
+    params["synth_mix"]["bank"].update(sources=["folder"], folder=str(tmp_path / "noise"), max_source_share=1.0)
+    params["synth_mix"]["device"] = "cpu"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    ds = _speech(6)
+    store.save(hfds.DatasetDict({"train": ds}), tmp_path / "speech")
+    argv = ["--params", str(tmp_path / "params.yaml"), "mix", "--input", str(tmp_path / "speech")]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    out, bk = store.load(tmp_path / "speech_mix"), store.load(tmp_path / "speech_mix_bank")
+    assert len(out) == 6 and out["parent"] == ds["id"]
+    for r in out:
+        rec = json.loads(r["recipe"])
+        want = mix.regenerate(rec, np.asarray(ds[rec["index"]]["audio"], np.float32), bk)
+        assert np.array_equal(want, np.asarray(r["audio"], np.float32))
+    served = with_noise(ds, bk, params["synth_mix"])  # the same samples, served on the fly
+    assert all(np.array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+               for a, b in zip(served[:]["audio"], out["audio"]))
+    assert cli.main(argv + ["--split", "dev"]) == 2
+    assert "no such split" in capsys.readouterr().err

@@ -214,3 +214,49 @@ def test_with_blur_equals_make_copies_survives_shuffle_and_feeds_a_dataloader():
     assert got.dtype == torch.uint8 and torch.equal(got, torch.from_numpy(np.stack([want[i] for i in ds["id"]])))
     with pytest.raises(ShiftlabError, match="no 'pixels' column"):
         with_blur(ds, CFG, column="pixels")
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+REPO_PARAMS = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "params.yaml")
+
+
+def _cli(*argv):
+    from shiftlab import cli
+
+    return cli.main(["--params", REPO_PARAMS, *argv])
+
+
+def test_cli_blurs_any_saved_dataset_split_or_image_folder(tmp_path, capsys):
+    from PIL import Image
+
+    from shiftlab import store
+
+    ds = images.from_arrays(_imgs(5, 8, 9, 3), [0, 1, 0, 1, 0], ["source"] * 5, label_names=["a", "b"], name="t")
+    store.save(ds, tmp_path / "plain")
+    store.save(hfds.DatasetDict({"train": ds, "val": ds.select([0, 1])}), tmp_path / "dd")
+    assert _cli("synth", "blur", "--input", str(tmp_path / "plain")) == 0
+    out = store.load(tmp_path / "plain_blur")  # default: beside the input
+    assert len(out) == 5 and set(out["parent"]) == set(ds["id"]) and set(out["origin"]) == {"synthetic"}
+    from shiftlab import config
+
+    want = blur.make_copies(ds, {**config.section("synth_blur", REPO_PARAMS), "device": "cpu"}, progress=False)
+    assert out["id"] == want["id"] and out["recipe"] == want["recipe"]
+    for r in out.select([0, 3]):
+        rec = json.loads(r["recipe"])
+        parent = schema.hwc(ds[rec["index"]]["image"])
+        assert np.array_equal(blur.regenerate(rec, parent), schema.hwc(r["image"]))
+    assert _cli("synth", "blur", "--input", str(tmp_path / "dd"), "--split", "val", "--out", str(tmp_path / "v")) == 0
+    assert len(store.load(tmp_path / "v")) == 2
+    assert _cli("synth", "blur", "--input", str(tmp_path / "dd")) == 2
+    assert "choose one with --split" in capsys.readouterr().err
+    assert _cli("synth", "blur", "--input", str(tmp_path / "dd"), "--split", "nope") == 2
+    assert "no such split" in capsys.readouterr().err
+    for cls in ("cat", "dog"):  # a plain class folder of images
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(_imgs(1, 10, 12, 3, seed=k + len(cls))[0]).save(tmp_path / "photos" / cls / f"{k}.png")
+    assert _cli("synth", "blur", "--input", str(tmp_path / "photos")) == 0
+    got = store.load(tmp_path / "photos_blur")
+    assert len(got) == 4 and all(p.startswith("source/") for p in got["parent"])
