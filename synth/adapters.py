@@ -23,9 +23,8 @@ of what it applied (JSON fields ``kernel``, ``family``, ``seed``, ...), and
 from __future__ import annotations
 
 import copy
-import json
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -36,7 +35,6 @@ from albumentations.core.transforms_interface import ImageOnlyTransform
 from shiftlab import seeding
 from shiftlab.errors import ShiftlabError
 from shiftlab.synth import apply, kernels
-from shiftlab.synth.ondemand import PURPOSE as ONTHEFLY_PURPOSE
 from shiftlab.synth.ondemand import OnTheFlyBlur
 
 __all__ = [

@@ -132,6 +132,8 @@ def test_batch_blur_with_indices_is_onthefly_blur_and_recipes_regenerate():
         m(x[0])
     with pytest.raises(ShiftlabError, match="2 sample indices for a batch of 8"):
         m(x, [1, 2])
+    with pytest.raises(ShiftlabError, match="uint8 or float"):
+        m(x.to(torch.int16))
 
 
 def test_batch_blur_under_torch_compile_matches_eager():
