@@ -89,6 +89,9 @@ __all__ = [
     "OnTheFlyMixer",
     "eligible_parents",
     "resolve_device",
+    "make_copies",
+    "all_rows",
+    "plan_rows",
 ]
 
 _KEY = "synth_mix"
@@ -639,28 +642,94 @@ def make_synthetic(splits, bank, cfg: Mapping[str, Any] | None = None, device: s
         ``round(fraction * eligible) * copies`` rows, accepted by
         :func:`shiftlab.datasets.splits.attach_synthetic`.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from shiftlab import store
-    from shiftlab.datasets import audio, schema
+    from shiftlab.datasets import schema
 
     c = check_cfg(cfg)
     dev = resolve_device(c["device"] if device in (None, "auto") else device)
-    seed, copies, bs, limit = c["seed"], c["copies"], c["batch_size"], c["peak_limit"]
     if "train" not in splits:
         raise ShiftlabError("splits: missing split train")
     names = schema.label_names(splits["train"])
     a = bank_mod.arrays(bank)
     el = eligible_parents(splits)
+    _check_rates(el, a)
+    return _synthesize(splits, el, a, c, dev, names, progress)
+
+
+def all_rows(ds, split: str = "input") -> dict[str, np.ndarray]:
+    """Every row of one audio Dataset as parents, in row order (parent position = row number): the
+    arrays of :func:`eligible_parents`."""
+    from shiftlab.datasets import schema
+
+    if schema.modality(ds) != "audio":
+        raise ShiftlabError(f"{split}: not an audio dataset in the shiftlab schema (needs an audio column)")
+    m = _meta(ds, ("id", "label", "domain", "group", "sampling_rate"))
+    n = len(ds)
+    return {"id": m["id"].astype(str), "split": np.full(n, split, dtype=object), "row": np.arange(n, dtype=np.int64),
+            "label": m["label"], "domain": m["domain"], "group": m["group"], "sampling_rate": m["sampling_rate"]}
+
+
+def _check_rates(el: dict[str, np.ndarray], a, where: str = "splits: the eligible speech rows") -> None:
     rates = np.unique(el["sampling_rate"])
     if len(rates) > 1:
-        raise ShiftlabError(f"splits: the eligible speech rows have several sampling rates {rates.tolist()}")
+        raise ShiftlabError(f"{where} have several sampling rates {rates.tolist()}")
     if len(rates) and int(rates[0]) != a.sampling_rate:
         raise ShiftlabError(
             f"noise bank: sampling rate {a.sampling_rate} Hz, the speech has {int(rates[0])} Hz (build the bank at "
             f"the speech's rate)"
         )
+
+
+def make_copies(ds, bank, cfg: Mapping[str, Any] | None = None, device: str = "auto", progress: bool = True):
+    """Noisy copies of ANY audio Dataset in the shiftlab schema (``shiftlab mix --input DIR``).
+
+    Every row is a parent (whatever its split, domain or origin), numbered by row position ``p``;
+    fraction, copies, noise plan, SNRs and output rows are those of :func:`make_synthetic`, so
+    :func:`shiftlab.mixing.adapters.with_noise` on the same Dataset serves in epoch 0 the
+    samples of this output with ``fraction`` 1 and ``copies`` 1.
+    """
+    from shiftlab.datasets import schema
+
+    c = check_cfg(cfg)
+    dev = resolve_device(c["device"] if device in (None, "auto") else device)
+    a = bank_mod.arrays(bank)
+    el = all_rows(ds)
+    _check_rates(el, a, "input: the speech rows")
+    return _synthesize({"input": ds}, el, a, c, dev, schema.label_names(ds), progress)
+
+
+def plan_rows(a, lens: np.ndarray, keys: np.ndarray, seed: int, c: Mapping[str, Any], plan_index: int = 0):
+    """Noise draws and SNRs of rows ``keys`` ((p, c) pairs, in order) of lengths ``lens``: one
+    :func:`bank.plan_draws` plan of all rows (``rng = seeding.sample_rng(seed, plan_index,
+    "mix_plan")``, segments of the longest row) and SNR ``default_rng(seeding.sample_seed(seed, p,
+    "mix", c)).uniform(*snr_db)`` per row. The stage uses ``plan_index`` 0.
+
+    Returns ``(plan, snr, row seeds (int64), loops)``.
+    """
+    from shiftlab.synth.kernels import pcg64_raw, raw_to_double, sample_seeds
+
+    n = len(keys)
+    T = int(lens.max()) if n else 1
+    plan = bank_mod.plan_draws(a, T, n, seeding.sample_rng(seed, plan_index, "mix_plan"),
+                               c["bank"]["max_source_share"], c["bank"]["min_segment_db"])
+    # row seeds and SNRs for all rows at once: seeding.sample_seed(seed, p, "mix", c) and
+    # default_rng(row seed).uniform(*snr_db) (= lo + (hi - lo) * next_double), the same bits
+    pk = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+    seeds_np = sample_seeds(seed, pk[:, 0], PURPOSE, pk[:, 1])
+    lo, hi = c["snr_db"]
+    snr = lo + (hi - lo) * raw_to_double(pcg64_raw(seeds_np.astype(np.uint64), 1))[:, 0] if n else np.zeros(0)
+    loops = (plan.offset + lens - 1) // a.lengths[plan.clip] if n else plan.loops
+    return plan, snr, seeds_np, loops
+
+
+def _synthesize(splits, el: dict[str, np.ndarray], a, c: dict[str, Any], dev, names: Sequence[str], progress: bool):
+    """The mixed rows of parents ``el`` (parent position = array position): the stage's body, shared by
+    :func:`make_synthetic` and :func:`make_copies`."""
+    from tqdm.auto import tqdm
+
+    from shiftlab import store
+    from shiftlab.datasets import audio, schema
+
+    seed, copies, bs, limit = c["seed"], c["copies"], c["batch_size"], c["peak_limit"]
     chosen = _choose(len(el["id"]), c["fraction"], seed)
     keys = [(int(p), k) for p in chosen for k in range(copies)]
     n = len(keys)
@@ -669,19 +738,8 @@ def make_synthetic(splits, bank, cfg: Mapping[str, Any] | None = None, device: s
     lens = _lengths(audio_cols, el, pos) if n else np.zeros(0, np.int64)
     if n and lens.min() < 1:
         raise ShiftlabError(f"splits: speech row {el['id'][pos[int(np.argmin(lens))]]} has no samples")
-    T = int(lens.max()) if n else 1
-    plan = bank_mod.plan_draws(a, T, n, seeding.sample_rng(seed, 0, "mix_plan"), c["bank"]["max_source_share"],
-                               c["bank"]["min_segment_db"])
-    # row seeds and SNRs for all rows at once: seeding.sample_seed(seed, p, "mix", c) and
-    # default_rng(row seed).uniform(*snr_db) (= lo + (hi - lo) * next_double), the same bits
-    from shiftlab.synth.kernels import pcg64_raw, raw_to_double, sample_seeds
-
-    pk = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
-    seeds_np = sample_seeds(seed, pk[:, 0], PURPOSE, pk[:, 1])
+    plan, snr, seeds_np, loops = plan_rows(a, lens, np.asarray(keys, dtype=np.int64).reshape(-1, 2), seed, c)
     row_seeds = seeds_np.tolist()
-    lo, hi = c["snr_db"]
-    snr = lo + (hi - lo) * raw_to_double(pcg64_raw(seeds_np.astype(np.uint64), 1))[:, 0] if n else np.zeros(0)
-    loops = (plan.offset + lens - 1) // a.lengths[plan.clip] if n else plan.loops
 
     looped = _LoopedBank(a, dev)
     waves: list[np.ndarray] = []
@@ -763,15 +821,22 @@ def regenerate(recipe: str | Mapping[str, Any], speech_wave, bank) -> np.ndarray
 
     Byte-identical to :func:`make_synthetic`'s output computed on the CPU (and equal to
     the :class:`OnTheFlyMixer`'s for the same recipe up to float32 rounding on other
-    devices). ``speech_wave``: the parent's float32 samples (``len == recipe["length"]``).
+    devices). ``speech_wave``: the parent's float32 samples (``len == recipe["length"]``), or
+    ``(channels, T)``: every channel mixed with the same noise window at the same SNR (each
+    channel's own power), as :class:`OnTheFlyMixer` mixes a ``(B, C, T)`` batch. Any adapter's
+    recipe works (:mod:`shiftlab.mixing.adapters`).
     """
     rec = _recipe(recipe)
-    s = np.asarray(speech_wave, dtype=np.float32).reshape(-1)
-    if len(s) != int(rec["length"]):
-        raise ShiftlabError(f"regenerate: the speech has {len(s)} samples, the recipe's length is {rec['length']}")
-    nz = noise_window(rec, bank)
-    y, _, _ = mix(s[None], nz[None].astype(np.float32), [float(rec["snr_db"])], float(rec.get("peak_limit", 1.0)))
-    return y[0]
+    s = np.asarray(speech_wave, dtype=np.float32)
+    if s.ndim not in (1, 2):
+        raise ShiftlabError(f"regenerate: the speech must be (T,) or (channels, T), got shape {s.shape}")
+    two_d = s.ndim == 2
+    s = s.reshape(-1, s.shape[-1])
+    if s.shape[1] != int(rec["length"]):
+        raise ShiftlabError(f"regenerate: the speech has {s.shape[1]} samples, the recipe's length is {rec['length']}")
+    nz = np.broadcast_to(noise_window(rec, bank).astype(np.float32), s.shape)  # one window for every channel
+    y, _, _ = mix(s, nz, np.full(len(s), float(rec["snr_db"])), float(rec.get("peak_limit", 1.0)))
+    return y if two_d else y[0]
 
 
 # --------------------------------------------------------------------------- on the fly
@@ -803,6 +868,10 @@ class OnTheFlyMixer:
     ``loops``, ``snr_db``, ``speech_gain``, ``noise_gain``, ``peak_limit``, ``seed``,
     ``index``, ``epoch``, ``pass``, ``segment``); :func:`regenerate` rebuilds a sample
     from one. ``return_recipes=False`` skips building them (``None``).
+
+    A ``(B, C, T)`` batch mixes every channel of sample ``i`` with sample ``i``'s noise window at
+    its SNR (each channel's own power; ``speech_gain`` / ``noise_gain`` are then per-channel
+    lists). ``seed=`` on a call replaces the mixer's seed for that call (plans cached per seed).
     """
 
     def __init__(self, bank, cfg: Mapping[str, Any] | None = None, seed: int | None = None, device: str = "auto",
@@ -825,8 +894,8 @@ class OnTheFlyMixer:
         self._padded = None
         self._buf = None  # scratch for the noise windows when the caller gives ``out``
         self._segs: dict[int, bank_mod.Segments] = {}
-        self._plans: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
-        self._epoch: int | None = None
+        self._plans: dict[tuple[int, int, int, int], dict[str, np.ndarray]] = {}
+        self._epoch: tuple[int, int] | None = None
 
     def _scratch(self, n: int):
         """A flat float32 buffer of at least ``n`` samples on the device, reused across calls."""
@@ -840,15 +909,15 @@ class OnTheFlyMixer:
     def _check_out(self, out, s) -> None:
         import torch
 
-        B, T = s.shape
-        if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or tuple(out.shape) != (B, T) \
+        shape = tuple(s.shape)
+        if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or tuple(out.shape) != shape \
                 or out.device != self.device or not out.is_contiguous():
             if isinstance(out, torch.Tensor):
                 got = f"{out.dtype} {tuple(out.shape)} on {out.device}" + (
                     "" if out.is_contiguous() else ", not contiguous")
             else:
                 got = type(out).__name__
-            raise ShiftlabError(f"OnTheFlyMixer: out must be a contiguous float32 ({B}, {T}) tensor on {self.device}, "
+            raise ShiftlabError(f"OnTheFlyMixer: out must be a contiguous float32 {shape} tensor on {self.device}, "
                                 f"got {got}")
         if _overlaps(out, s) and (out.data_ptr() != s.data_ptr() or s.stride() != out.stride()):
             raise ShiftlabError("OnTheFlyMixer: out overlaps the speech without being the speech tensor itself")
@@ -863,75 +932,94 @@ class OnTheFlyMixer:
             self._padded = torch.from_numpy(self.arrays.padded()).to(self.device)
         return self._padded
 
-    def plan(self, epoch: int, block: int, length: int) -> dict[str, np.ndarray]:
-        """The cached plan arrays (``clip``, ``offset``, ``snr``, ``pass``, ``segment``) of one block."""
-        key = (int(epoch), int(block), int(length))
+    def plan(self, epoch: int, block: int, length: int, seed: int | None = None) -> dict[str, np.ndarray]:
+        """The cached plan arrays (``clip``, ``offset``, ``snr``, ``pass``, ``segment``) of one block
+        (under ``seed``, default the mixer's)."""
+        seed = self.seed if seed is None else int(seed)
+        key = (int(epoch), int(block), int(length), seed)
         got = self._plans.get(key)
         if got is not None:
             return got
-        if self._epoch != epoch:
+        if self._epoch != (epoch, seed):
             self._plans.clear()
-            self._epoch = epoch
+            self._epoch = (epoch, seed)
         b = self.cfg["bank"]
         segs = self._segs.get(length)
         if segs is None:
             segs = self._segs[length] = bank_mod.segments(self.arrays, length, b["min_segment_db"])
         p = bank_mod.plan_draws(self.arrays, length, self.block,
-                                seeding.sample_rng(self.seed, epoch, "mix_fly", block), b["max_source_share"],
+                                seeding.sample_rng(seed, epoch, "mix_fly", block), b["max_source_share"],
                                 b["min_segment_db"], segs=segs)
         lo, hi = self.cfg["snr_db"]
-        snr = seeding.sample_rng(self.seed, epoch, "mix_fly_snr", block).uniform(lo, hi, self.block)
+        snr = seeding.sample_rng(seed, epoch, "mix_fly_snr", block).uniform(lo, hi, self.block)
         got = {"clip": p.clip, "offset": p.offset, "snr": snr, "pass": p.pass_, "segment": p.segment}
         self._plans[key] = got
         return got
 
-    def __call__(self, speech, sample_index, epoch: int = 0, return_recipes: bool = True, out=None):
+    def draws(self, sample_index, epoch: int, length: int, seed: int | None = None) -> dict[str, np.ndarray]:
+        """The per-sample draws (``clip``, ``offset``, ``snr``, ``pass``, ``segment``) of samples
+        ``sample_index`` in ``epoch`` for speech of ``length`` samples (class docstring)."""
+        idx = np.asarray(sample_index, dtype=np.int64).reshape(-1)
+        B = len(idx)
+        blocks, within = np.divmod(idx, self.block)
+        ublocks = np.unique(blocks)
+        if len(ublocks) == 1:  # the usual case: the whole batch in one plan block
+            p = self.plan(epoch, int(ublocks[0]), int(length), seed)
+            return {k: p[k][within] for k in ("clip", "offset", "snr", "pass", "segment")}
+        out = {"clip": np.empty(B, np.int64), "offset": np.empty(B, np.int64), "snr": np.empty(B, np.float64),
+               "pass": np.empty(B, np.int64), "segment": np.empty(B, np.int64)}
+        for blk in ublocks:  # a loop over plan blocks, not over samples
+            m = blocks == blk
+            p = self.plan(epoch, int(blk), int(length), seed)
+            w = within[m]
+            for k in out:
+                out[k][m] = p[k][w]
+        return out
+
+    def __call__(self, speech, sample_index, epoch: int = 0, return_recipes: bool = True, out=None,
+                 seed: int | None = None):
         import torch
 
         if not isinstance(speech, torch.Tensor):
             speech = torch.as_tensor(np.asarray(speech, dtype=np.float32))
-        if speech.ndim != 2:
-            raise ShiftlabError(f"OnTheFlyMixer: speech must be a (B, T) tensor, got shape {tuple(speech.shape)}")
-        B, T = speech.shape
+        if speech.ndim not in (2, 3):
+            raise ShiftlabError(f"OnTheFlyMixer: speech must be a (B, T) or (B, C, T) tensor, got shape "
+                                f"{tuple(speech.shape)}")
+        B, T = speech.shape[0], speech.shape[-1]
+        C = speech.shape[1] if speech.ndim == 3 else 1
         idx = np.asarray(sample_index.cpu() if isinstance(sample_index, torch.Tensor) else sample_index,
                          dtype=np.int64).reshape(-1)
         if len(idx) != B:
             raise ShiftlabError(f"OnTheFlyMixer: {len(idx)} sample indices for {B} rows")
         if isinstance(epoch, bool) or int(epoch) < 0 or (len(idx) and idx.min() < 0):
             raise ShiftlabError("OnTheFlyMixer: epoch and sample indices must be non-negative integers")
+        if seed is not None and (isinstance(seed, bool) or int(seed) < 0):
+            raise ShiftlabError(f"OnTheFlyMixer: seed must be >= 0, got {seed}")
         epoch = int(epoch)
-        blocks, within = np.divmod(idx, self.block)
-        ublocks = np.unique(blocks)
-        if len(ublocks) == 1:  # the usual case: the whole batch in one plan block
-            p = self.plan(epoch, int(ublocks[0]), int(T))
-            clip, offset, snr = p["clip"][within], p["offset"][within], p["snr"][within]
-            pas, seg = p["pass"][within], p["segment"][within]
-        else:
-            clip = np.empty(B, np.int64)
-            offset = np.empty(B, np.int64)
-            snr = np.empty(B, np.float64)
-            pas = np.empty(B, np.int64)
-            seg = np.empty(B, np.int64)
-            for blk in ublocks:  # a loop over plan blocks, not over samples
-                m = blocks == blk
-                p = self.plan(epoch, int(blk), int(T))
-                w = within[m]
-                clip[m], offset[m], snr[m] = p["clip"][w], p["offset"][w], p["snr"][w]
-                pas[m], seg[m] = p["pass"][w], p["segment"][w]
+        d = self.draws(idx, epoch, int(T), seed)
+        clip, offset, snr, pas, seg = d["clip"], d["offset"], d["snr"], d["pass"], d["segment"]
         s = speech.to(self.device, torch.float32)
-        fill = self._looped.filler(clip, offset, T)  # the noise rows, chunk by chunk (see _mix)
+        if speech.ndim == 3:  # every channel of a sample: its noise window at its SNR
+            if out is not None:
+                self._check_out(out, s)
+                out = out.view(B * C, T)
+            s = s.reshape(B * C, T)
+        rc, ro, rs = (np.repeat(clip, C), np.repeat(offset, C), np.repeat(snr, C)) if C != 1 else (clip, offset, snr)
+        fill = self._looped.filler(rc, ro, T)  # the noise rows, chunk by chunk (see _mix)
         scratch = None
         if out is not None:
             self._check_out(out, s)
             if _overlaps(out, s):  # in place: the noise chunks need a buffer of their own
-                scratch = self._scratch(_chunk_rows(B, T, self.device) * T)
-        y, g1, g2 = _mix(s, fill, snr, self.cfg["peak_limit"], out=out, scratch=scratch)
+                scratch = self._scratch(_chunk_rows(B * C, T, self.device) * T)
+        y, g1, g2 = _mix(s, fill, rs, self.cfg["peak_limit"], out=out, scratch=scratch)
+        if speech.ndim == 3:
+            y, g1, g2 = y.view(B, C, T), g1.view(B, C), g2.view(B, C)
         if not return_recipes:
             return y, None
         loops = (offset + T - 1) // self._lengths_np[clip]
         ids, groups = self.arrays.ids, self.arrays.groups
         g1l, g2l = g1.cpu().tolist(), g2.cpu().tolist()
-        limit, seed, T = self.cfg["peak_limit"], self.seed, int(T)
+        limit, seed, T = self.cfg["peak_limit"], self.seed if seed is None else int(seed), int(T)
         recipes = [
             {"stage": _KEY, "noise": ids[c], "noise_group": groups[c], "offset": o, "length": T, "loops": lp,
              "snr_db": r, "speech_gain": a, "noise_gain": b, "peak_limit": limit, "seed": seed, "index": i,

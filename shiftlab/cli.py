@@ -4,7 +4,9 @@
     shiftlab split images|audio            train / train_dev / dev / test + weights + report
     shiftlab prepare target                the audio target under held-out real car noise (+ the codriver check set)
     shiftlab synth blur [--section S]      motion-blurred synthetic rows of the train source images
+                  [--input DIR [--split NAME]]   ... or blurred copies of any saved dataset / image folder
     shiftlab mix [--section S]             car noise mixed into the clean train source speech
+                  [--input DIR [--split NAME]]   ... or noisy copies of any saved dataset / speech folder
     shiftlab check images|audio            diversity report + gates of the synthetic rows
     shiftlab calibrate blur                score candidate blur ranges against the target rows of train
     shiftlab train --scenario S --variant V --seed N   one training run of the comparison matrix
@@ -130,6 +132,53 @@ def cmd_split(args) -> None:
 SYNTH = Path("data/synth")
 
 
+def _any_input(args, modality: str):
+    """``--input DIR [--split NAME]`` of ``synth blur`` / ``mix``: ``(splits, None)`` for a split dataset
+    with every split of the pipeline and no ``--split`` (the pipeline's rule), else ``(None, Dataset)``:
+    one split of a saved DatasetDict, a saved Dataset, or a class folder of images / speech read
+    with the project's folder loaders (``prepare_images.folder`` / ``prepare_speech`` settings)."""
+    import datasets as hfds
+
+    from shiftlab import store
+    from shiftlab.datasets import schema
+
+    src = Path(args.input)
+    if not src.exists():
+        raise ShiftlabError(f"--input {src}: not found")
+    saved = any((src / f).exists() for f in ("dataset_dict.json", "dataset_info.json", "state.json"))
+    if saved:
+        obj = store.load(src, "dataset")
+        if isinstance(obj, hfds.DatasetDict):
+            if args.split is None:
+                if all(s in obj for s in schema.SPLITS):
+                    return obj, None
+                if len(obj) != 1:
+                    raise ShiftlabError(f"--input {src}: a DatasetDict with splits {', '.join(obj)}: "
+                                        f"choose one with --split NAME")
+                return None, next(iter(obj.values()))
+            if args.split not in obj:
+                raise ShiftlabError(f"--split {args.split}: no such split in {src} (have: {', '.join(obj)})")
+            return None, obj[args.split]
+        if args.split is not None:
+            raise ShiftlabError(f"--split {args.split}: {src} is a single Dataset, not a DatasetDict")
+        return None, obj
+    if not src.is_dir():
+        raise ShiftlabError(f"--input {src}: neither a saved dataset nor a folder")
+    if args.split is not None:
+        raise ShiftlabError(f"--split {args.split}: {src} is a plain folder (one subfolder per class), not a "
+                            f"DatasetDict")
+    if modality == "image":
+        from shiftlab.datasets import images
+
+        f = config.section("prepare_images", args.params).get("folder") or {}
+        return None, images.from_folder(source=src, size=f.get("size"), mode=f.get("mode") or "rgb")
+    from shiftlab.datasets import speech
+
+    c = config.section("prepare_speech", args.params)
+    sr = int(c["sampling_rate"])
+    return None, speech.folder_speech(src, "source", sr, int(round(c["clip_seconds"] * sr)))
+
+
 def cmd_synth(args) -> None:
     """shiftlab synth blur: synthetic rows made from the train/train_dev source rows of the splits."""
     t0 = time.perf_counter()
@@ -147,10 +196,16 @@ def cmd_synth(args) -> None:
         raise ShiftlabError(f"unknown synthesis {args.what!r}")
     cfg = config.section(section, args.params)
     src = Path(args.input or default_in)
-    splits = store.load(src, "split dataset", f"run `shiftlab split {default_in.name}` first")
     shard = _parse_shard(args.shard)
-    ds = mod.make_synthetic(splits, cfg, progress=True, shard=shard)
-    out = Path(args.out or SYNTH / section.replace("synth_", "", 1))
+    source = _any_input(args, "image") if args.input else None
+    if source is None or source[1] is None:  # the pipeline: the split-aware rule (train/train_dev source rows)
+        splits = source[0] if source else store.load(src, "split dataset",
+                                                     f"run `shiftlab split {default_in.name}` first")
+        ds = mod.make_synthetic(splits, cfg, progress=True, shard=shard)
+        out = Path(args.out or SYNTH / section.replace("synth_", "", 1))
+    else:  # any dataset or image folder: every row of it is a parent
+        ds = mod.make_copies(source[1], cfg, progress=True, shard=shard)
+        out = Path(args.out or src.with_name(f"{src.name}_{section.replace('synth_', '', 1)}"))
     if shard is not None and not args.out:
         out = out.with_name(f"{out.name}.shard{shard[0]}of{shard[1]}")
     if len(ds):
@@ -216,14 +271,29 @@ def cmd_mix(args) -> None:
         raise ShiftlabError(f"--section {section}: mix reads a synth_mix* section")
     cfg = config.section(section, args.params)
     src = Path(args.input or SPLITS / "audio")
-    splits = store.load(src, "split dataset", "run `shiftlab split audio` first")
-    noise = store.load(Path(args.noise or PREPARED / "noise"), "prepared noise", "run `shiftlab prepare noise` first")
-    sr = int(splits["train"][0]["sampling_rate"])
-    bank = mix.build_bank(cfg, noise=noise, sampling_rate=sr)
-    ds = mix.make_synthetic(splits, bank, cfg, device=cfg["device"], progress=True)
     name = section.replace("synth_", "", 1)
-    out = Path(args.out or SYNTH / name)
-    bank_out = Path(args.bank_out or SYNTH / f"{name}_bank")
+    source = _any_input(args, "audio") if args.input else None
+    if source is None or source[1] is None:  # the pipeline: the split-aware rule (train/train_dev source rows)
+        splits = source[0] if source else store.load(src, "split dataset", "run `shiftlab split audio` first")
+        noise = store.load(Path(args.noise or PREPARED / "noise"), "prepared noise",
+                           "run `shiftlab prepare noise` first")
+        sr = int(splits["train"][0]["sampling_rate"])
+        bank = mix.build_bank(cfg, noise=noise, sampling_rate=sr)
+        ds = mix.make_synthetic(splits, bank, cfg, device=cfg["device"], progress=True)
+        out = Path(args.out or SYNTH / name)
+    else:  # any dataset or speech folder: every row of it is a parent
+        part = source[1]
+        if not len(part):
+            raise ShiftlabError(f"{src}: no rows to mix")
+        noise = None
+        if "real" in cfg["bank"]["sources"]:  # only the "real" source reads the prepared noise
+            noise = store.load(Path(args.noise or PREPARED / "noise"), "prepared noise",
+                               "run `shiftlab prepare noise` first, or use other synth_mix.bank.sources")
+        bank = mix.build_bank(cfg, noise=noise, sampling_rate=int(part[0]["sampling_rate"]))
+        ds = mix.make_copies(part, bank, cfg, device=cfg["device"], progress=True)
+        out = Path(args.out or src.with_name(f"{src.name}_{name}"))
+    bank_out = Path(args.bank_out or (SYNTH / f"{name}_bank" if source is None or source[1] is None
+                                      else out.with_name(f"{out.name}_bank")))
     if len(ds):
         schema.check(ds, "mix")
     with store.outputs(bank_out, out) as tx:  # the rows and the bank they were mixed from: both or neither
@@ -733,8 +803,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("synth", help="synthetic training rows (blur: motion-blurred copies of sharp source images)")
     sp.add_argument("what", choices=["blur"])
     sp.add_argument("--section", help="params section (default synth_blur; e.g. synth_blur_narrow)")
-    sp.add_argument("--input", help="split dataset (default data/splits/images)")
-    sp.add_argument("--out", help="output directory (default data/synth/<section without synth_>)")
+    sp.add_argument("--input", help="split dataset (default data/splits/images); or ANY saved image dataset or "
+                    "class folder of images: every row gets blurred copies")
+    sp.add_argument("--split", help="with --input: the split of a saved DatasetDict to copy (every row of it)")
+    sp.add_argument("--out", help="output directory (default data/synth/<section without synth_>; for any other "
+                    "--input: <input>_<section without synth_>)")
     sp.add_argument("--shard", help="I/N: make only the I-th of N blocks of rows (merge with `shiftlab merge`)")
     sp.set_defaults(func=cmd_synth)
 
@@ -745,9 +818,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("mix", help="synthetic training speech: car noise mixed into clean source speech")
     sp.add_argument("--section", help="params section (default synth_mix; e.g. synth_mix_narrow)")
-    sp.add_argument("--input", help="split dataset (default data/splits/audio)")
+    sp.add_argument("--input", help="split dataset (default data/splits/audio); or ANY saved speech dataset or "
+                    "class folder of speech: every row gets noisy copies")
+    sp.add_argument("--split", help="with --input: the split of a saved DatasetDict to copy (every row of it)")
     sp.add_argument("--noise", help="prepared noise dataset (default data/prepared/noise)")
-    sp.add_argument("--out", help="output directory (default data/synth/<section without synth_>)")
+    sp.add_argument("--out", help="output directory (default data/synth/<section without synth_>; for any other "
+                    "--input: <input>_<section without synth_>)")
     sp.add_argument("--bank-out", help="where the noise bank is saved (default <out>_bank)")
     sp.set_defaults(func=cmd_mix)
 

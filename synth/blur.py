@@ -68,6 +68,8 @@ __all__ = [
     "apply_kernels",
     "resolve_device",
     "eligible_parents",
+    "make_copies",
+    "all_rows",
 ]
 
 #: Defaults of the ``synth_blur`` params section. ``kernels`` is the :func:`kernels.sample`
@@ -420,6 +422,25 @@ def make_synthetic(splits, cfg: Mapping[str, Any] | None = None, device: str = "
         ``round(fraction * eligible) * copies`` rows (rounded half up), accepted by
         :func:`shiftlab.datasets.splits.attach_synthetic`.
     """
+    from shiftlab.datasets import schema
+
+    c = _check_cfg(cfg)
+    dev = resolve_device(c["device"] if device in (None, "auto") else device)
+    train = splits["train"] if "train" in splits else None
+    if train is None:
+        raise ShiftlabError("splits: missing split train")
+    names = schema.label_names(train)
+    h, w, ch = schema.image_shape(train)
+
+    el = eligible_parents(splits)
+    return _synthesize(splits, el, c, dev, names, (h, w, ch), progress, shard)
+
+
+def _synthesize(splits, el: dict[str, np.ndarray], c: dict[str, Any], dev, names: Sequence[str],
+                shape: tuple[int, int, int], progress: bool, shard: tuple[int, int] | None):
+    """The blurred rows of parents ``el`` (:func:`eligible_parents` arrays; parent position = array
+    position) read from ``splits[el["split"][p]]`` at row ``el["row"][p]``: the stage's body,
+    shared by :func:`make_synthetic` and :func:`make_copies`."""
     import datasets as hfds
     import pyarrow as pa
     import torch
@@ -428,17 +449,9 @@ def make_synthetic(splits, cfg: Mapping[str, Any] | None = None, device: str = "
     from shiftlab import store
     from shiftlab.datasets import schema
 
-    c = _check_cfg(cfg)
-    dev = resolve_device(c["device"] if device in (None, "auto") else device)
     seed, copies, bs = c["seed"], c["copies"], c["batch_size"]
-    train = splits["train"] if "train" in splits else None
-    if train is None:
-        raise ShiftlabError("splits: missing split train")
-    names = schema.label_names(train)
-    h, w, ch = schema.image_shape(train)
+    h, w, ch = shape
     feats = schema.image_features(names, (h, w, ch))
-
-    el = eligible_parents(splits)
     chosen = _choose(len(el["id"]), c["fraction"], seed)
     keys = [(int(p), k) for p in chosen for k in range(copies)]
     if shard is not None:
@@ -498,12 +511,46 @@ def make_synthetic(splits, cfg: Mapping[str, Any] | None = None, device: str = "
                         fingerprint=fp.hexdigest())
 
 
+def all_rows(ds, split: str = "input") -> dict[str, np.ndarray]:
+    """Every row of one image Dataset as parents, in row order (parent position = row number):
+    the arrays of :func:`eligible_parents` (``id``, ``split``, ``row``, ``label``, ``domain``, ``group``)."""
+    from shiftlab.datasets import schema
+
+    if schema.modality(ds) != "image":
+        raise ShiftlabError(f"{split}: not an image dataset in the shiftlab schema (needs an image column)")
+    m = _meta(ds, ("id", "label", "domain", "group"))
+    n = len(ds)
+    return {"id": m["id"].astype(str), "split": np.full(n, split, dtype=object), "row": np.arange(n, dtype=np.int64),
+            "label": m["label"], "domain": m["domain"], "group": m["group"]}
+
+
+def make_copies(ds, cfg: Mapping[str, Any] | None = None, device: str = "auto", progress: bool = True,
+                shard: tuple[int, int] | None = None):
+    """Motion-blurred copies of ANY image Dataset in the shiftlab schema (``shiftlab synth blur --input DIR``).
+
+    Every row is a parent (whatever its split, domain or origin), numbered by row position
+    ``p``; the fraction, copies, kernels and output rows are those of :func:`make_synthetic`
+    (row (p, c) blurred with ``kernels.sample(seeding.sample_rng(seed, p, "blur", c), ...)``),
+    so :func:`shiftlab.synth.adapters.with_blur` on the same Dataset serves, at index ``p`` in
+    epoch ``c``, the pixels of row (p, c).
+    """
+    from shiftlab.datasets import schema
+
+    c = _check_cfg(cfg)
+    dev = resolve_device(c["device"] if device in (None, "auto") else device)
+    el = all_rows(ds)
+    return _synthesize({"input": ds}, el, c, dev, schema.label_names(ds), schema.image_shape(ds), progress, shard)
+
+
 def regenerate(recipe: str | Mapping[str, Any], parent_image_hwc) -> np.ndarray:
     """The pixels of a synthetic row from its recipe and its parent's image.
 
     ``parent_image_hwc``: uint8 ``(H, W, C)`` (or ``(H, W)``), e.g.
     ``schema.hwc(parent_row["image"])``. Returns uint8 of the same shape, byte-identical
-    to :func:`make_synthetic`'s pixels computed on the CPU.
+    to :func:`make_synthetic`'s pixels computed on the CPU. Any adapter's recipe works
+    (:mod:`shiftlab.synth.adapters`, :class:`~shiftlab.synth.ondemand.OnTheFlyBlur`): a recipe
+    with ``"apply": "cv2"`` (the albumentations transforms) is replayed with their OpenCV
+    convolution (uint8 or float32 images), ``"kernel": null`` (left sharp) returns the parent.
     """
     import torch
 
@@ -513,8 +560,14 @@ def regenerate(recipe: str | Mapping[str, Any], parent_image_hwc) -> np.ndarray:
         raise ShiftlabError(f"regenerate: recipe is not a JSON object: {e}") from None
     if not isinstance(rec, dict) or "kernel" not in rec:
         raise ShiftlabError("regenerate: recipe has no 'kernel' record (not a synth blur row?)")
-    kern = kernels.from_record(rec["kernel"])
     img = np.asarray(parent_image_hwc)
+    if rec["kernel"] is None:  # an adapter's p < 1 left this sample sharp
+        return img.copy()
+    kern = kernels.from_record(rec["kernel"])
+    if rec.get("apply") == "cv2":  # made by an albumentations transform: its own convolution
+        from shiftlab.synth import apply
+
+        return apply.blur_cpu(np.ascontiguousarray(img), kern)
     if img.dtype != np.uint8:
         raise ShiftlabError(f"regenerate: parent image must be uint8, got {img.dtype}")
     two_d = img.ndim == 2

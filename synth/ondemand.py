@@ -47,9 +47,13 @@ class OnTheFlyBlur:
             :data:`shiftlab.synth.kernels.DEFAULT_SAMPLE_CFG`).
         seed: global seed.
         p: probability that a sample is blurred at all (default 1).
+        purpose: the seeding purpose tag (default ``"onthefly_blur"``). With ``"blur"`` and
+            ``p=1``, sample ``i`` in epoch ``e`` gets exactly the kernel of the ``synth blur``
+            stage's row (parent position ``i``, copy ``e``) (:func:`shiftlab.synth.adapters.with_blur`).
     """
 
-    def __init__(self, kernels_cfg: Mapping[str, Any] | None = None, seed: int = 0, p: float = 1.0):
+    def __init__(self, kernels_cfg: Mapping[str, Any] | None = None, seed: int = 0, p: float = 1.0,
+                 purpose: str = PURPOSE):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ShiftlabError(f"OnTheFlyBlur: seed must be an integer >= 0, got {seed!r}")
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
@@ -58,10 +62,11 @@ class OnTheFlyBlur:
         kernels.sample(0, self.kernels_cfg)  # validate early (one-line error naming the key)
         self.seed = int(seed)
         self.p = float(p)
+        self.purpose = str(purpose)
 
     def draw(self, index: int, epoch: int) -> tuple[int, kernels.Kernel | None]:
         """(row seed, kernel or None when this sample is left sharp) for sample ``index`` in ``epoch``."""
-        s = seeding.sample_seed(self.seed, int(index), PURPOSE, int(epoch))
+        s = seeding.sample_seed(self.seed, int(index), self.purpose, int(epoch))
         rng = np.random.default_rng(s)
         if self.p < 1.0 and rng.random() >= self.p:
             return s, None
@@ -71,7 +76,7 @@ class OnTheFlyBlur:
         """The recipe of sample ``index`` in ``epoch`` (``kernel`` is None when left sharp)."""
         s, k = self.draw(index, epoch)
         rec = k.to_record() if k is not None else None
-        return {"stage": PURPOSE, "kernel": rec, "family": rec["family"] if rec else None, "seed": s,
+        return {"stage": self.purpose, "kernel": rec, "family": rec["family"] if rec else None, "seed": s,
                 "index": int(index), "epoch": int(epoch)}
 
     def __call__(self, images, sample_index: Sequence[int], epoch: int):
@@ -111,7 +116,7 @@ class OnTheFlyBlur:
         idx = np.asarray(sample_index, dtype=np.int64).reshape(-1)
         if isinstance(epoch, bool) or int(epoch) < 0 or (len(idx) and idx.min() < 0):
             raise ShiftlabError("OnTheFlyBlur: epoch and sample indices must be non-negative integers")
-        seeds = kernels.sample_seeds(self.seed, idx, PURPOSE, int(epoch))
+        seeds = kernels.sample_seeds(self.seed, idx, self.purpose, int(epoch))
         skip = 0
         todo = np.arange(len(idx))
         if self.p < 1.0:  # draw() first tests rng.random() >= p (left sharp)
