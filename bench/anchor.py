@@ -350,24 +350,6 @@ def run(
     return result
 
 
-def _parse_set(items: Sequence[str]) -> dict:
-    import yaml
-
-    out: dict = {}
-    for it in items:
-        if "=" not in it:
-            raise ShiftlabError(f"--set {it}: expected KEY=VALUE (e.g. epochs=3 or frontend.crop_padding=2)")
-        key, val = it.split("=", 1)
-        node = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ShiftlabError(f"--set {it}: {p} is set to a value and used as a section")
-        node[parts[-1]] = yaml.safe_load(val)
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/anchor.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -388,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
-        over = _parse_set(args.set)
+        over = trainer.parse_set(args.set)
         if args.epochs is not None:
             over["epochs"] = args.epochs
             if "warmup_epochs" not in over:  # keep the preset's warmup valid for short trials

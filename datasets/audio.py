@@ -33,7 +33,7 @@ import pyarrow as pa
 import soundfile as sf
 import xxhash
 
-from shiftlab.datasets import schema
+from shiftlab.datasets import folders, schema
 from shiftlab.errors import ShiftlabError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".au", ".snd", ".aiff", ".aif", ".aifc", ".mp3", ".caf", ".w64")
@@ -306,14 +306,7 @@ def to_mono_rate(x: np.ndarray, sr: int, sampling_rate: int, n_samples: int | No
 
 def audio_files(folder: Path) -> list[Path]:
     """Audio files under ``folder`` (recursive, sorted by relative posix path; hidden entries skipped)."""
-    folder = Path(folder)
-    out = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for f in files:
-            if not f.startswith(".") and Path(f).suffix.lower() in AUDIO_EXTENSIONS:
-                out.append(Path(root) / f)
-    return sorted(out, key=lambda p: p.relative_to(folder).as_posix())
+    return folders.files(folder, AUDIO_EXTENSIONS)
 
 
 def map_ordered(fn: Callable, items: Sequence, workers: int = 0, desc: str = "", unit: str = "clip") -> list:

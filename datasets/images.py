@@ -42,7 +42,6 @@ import gzip
 import hashlib
 import io
 import os
-import re
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +55,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from shiftlab import seeding, store
-from shiftlab.datasets import schema
+from shiftlab.datasets import folders, schema
 from shiftlab.errors import ShiftlabError
 
 FASHION_MNIST_LABELS = (
@@ -551,29 +550,14 @@ def from_fashion_mnist(
 
 def _scan(folder, domain: str) -> list[tuple[str, str, Path]]:
     """(class, path relative to the class folder (posix), file) for every image, sorted."""
-    key = f"{_KEY}.folder.{domain}"
-    root = Path(folder)
-    if not root.exists():
-        raise ShiftlabError(f"{root}: folder not found ({key})")
-    if not root.is_dir():
-        raise ShiftlabError(f"{root}: not a folder ({key} must be a folder with one subfolder per class)")
-    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
-    classes = sorted((p for p in entries if p.is_dir()), key=lambda p: p.name)
-    if not classes:
-        what = "empty folder" if not entries else "no class subfolders"
-        raise ShiftlabError(f"{root}: {what} ({key} must hold one subfolder per class)")
     found = []
-    for cls in classes:
-        files = []
-        for p in cls.rglob("*"):
-            rel = p.relative_to(cls)
-            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not any(s.startswith(".") for s in rel.parts):
-                files.append((rel.as_posix(), p))
+    for cls in folders.class_folders(folder, f"{_KEY}.folder.{domain}"):
+        files = folders.files(cls, IMAGE_EXTENSIONS)
         if not files:
             raise ShiftlabError(
                 f"{cls}: class folder has no image files ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})"
             )
-        found += [(cls.name, rel, p) for rel, p in sorted(files, key=lambda t: t[0])]
+        found += [(cls.name, p.relative_to(cls).as_posix(), p) for p in files]
     return found
 
 
@@ -623,12 +607,8 @@ def from_folder(
         )
     if mode not in MODES:
         raise ShiftlabError(f"{_KEY}.folder.mode: must be one of {', '.join(MODES)}, got {mode!r}")
-    regex = None
-    if group_pattern is not None:
-        try:
-            regex = re.compile(group_pattern)
-        except re.error as e:
-            raise ShiftlabError(f"{_KEY}.folder.group_pattern: invalid regular expression {group_pattern!r} ({e})") from None
+    group_key = f"{_KEY}.folder.group_pattern"
+    regex = folders.group_regex(group_pattern, group_key)
     rows = []  # (domain, class, rel, path, folder)
     for domain, folder in (("source", source), ("target", target)):
         if folder is not None:
@@ -640,18 +620,7 @@ def from_folder(
         row_id = f"{domain}/{cls}/{rel}"
         ids.append(row_id)
         recipes.append(store.recipe(source="folder", folder=folder, file=f"{cls}/{rel}"))
-        if regex is None:
-            groups.append(row_id)
-            continue
-        stem = rel[: -len(Path(rel).suffix)] if Path(rel).suffix else rel
-        m = regex.search(stem)
-        value = None if m is None else (m.group(1) if regex.groups else m.group(0))
-        if value is None:
-            raise ShiftlabError(
-                f"{path}: '{stem}' does not match {_KEY}.folder.group_pattern {group_pattern!r}"
-                + (" (its first group did not take part)" if m is not None else "")
-            )
-        groups.append(f"{domain}/{value}")
+        groups.append(folders.group_of(regex, domain, rel, path, row_id, group_key))
     items = [(str(r[3]), r[3]) for r in rows]
     images = _convert_many(
         items,

@@ -60,7 +60,7 @@ import datasets as hfds
 import numpy as np
 
 from shiftlab import store
-from shiftlab.datasets import audio
+from shiftlab.datasets import audio, folders
 from shiftlab.errors import ShiftlabError
 
 _KEY = "prepare_noise"
@@ -239,6 +239,20 @@ def _exact(patterns: Sequence[str]) -> set[str]:
     return {p for p in patterns if not re.search(r"[*?\[]", p)}
 
 
+def select(ids: Sequence[str], patterns: Sequence[str], key: str, what: str = "no recording",
+           known: bool = True) -> set[str]:
+    """The ids matching one of the fnmatch ``patterns`` (case-sensitive). A pattern that matches none is an
+    error: ``KEY: pattern 'P' matches WHAT (known: ...)`` (the candidates listed when ``known``)."""
+    out: set[str] = set()
+    for p in patterns:
+        hit = [i for i in ids if fnmatch.fnmatchcase(i, p)]
+        if not hit:
+            listed = f" (known: {', '.join(sorted(ids)) or 'none'})" if known else ""
+            raise ShiftlabError(f"{key}: pattern {p!r} matches {what}{listed}")
+        out.update(hit)
+    return out
+
+
 def torcs_catalogue(root, patterns: Sequence[str] = (), kinds: Sequence[str] | None = None,
                     key: str = f"{_KEY}.torcs_dir", only: Sequence[str] | None = None) -> dict:
     """Recording id -> description of the readable TORCS recordings in ``root`` (:data:`TORCS_SOUNDS`).
@@ -286,11 +300,7 @@ def _folder_kind(stem: str) -> str:
 
 
 def _folder(folder) -> dict:
-    root = Path(folder)
-    if not root.exists():
-        raise ShiftlabError(f"{root}: folder not found ({_KEY}.folder)")
-    if not root.is_dir():
-        raise ShiftlabError(f"{root}: not a folder ({_KEY}.folder)")
+    root = folders.existing_folder(folder, f"{_KEY}.folder")
     files = audio.audio_files(root)
     if not files:
         raise ShiftlabError(
@@ -368,25 +378,13 @@ def prepare(cfg: dict) -> hfds.Dataset:
     targets = list(cfg["target_recordings"])
     cat = catalogue(cfg, patterns)
     ids = sorted(cat)
-    selected = set()
-    for p in patterns:
-        hit = [i for i in ids if fnmatch.fnmatchcase(i, p)]
-        if not hit:
-            raise ShiftlabError(
-                f"{_KEY}.recordings: pattern {p!r} matches no recording (known: {', '.join(ids) or 'none'})"
-            )
-        selected.update(hit)
+    selected = select(ids, patterns, f"{_KEY}.recordings")
     if cfg.get("folder"):
         selected.update(i for i in ids if i.startswith("folder/"))
     if not selected:
         raise ShiftlabError(f"{_KEY}.recordings: no recordings selected (and no {_KEY}.folder)")
     chosen = sorted(selected)
-    held = set()
-    for p in targets:
-        hit = [i for i in chosen if fnmatch.fnmatchcase(i, p)]
-        if not hit:
-            raise ShiftlabError(f"{_KEY}.target_recordings: pattern {p!r} matches none of the selected recordings")
-        held.update(hit)
+    held = select(chosen, targets, f"{_KEY}.target_recordings", "none of the selected recordings", known=False)
     if not held:
         raise ShiftlabError(f"{_KEY}.target_recordings: no recording is held out for the target domain")
     if held == set(chosen):

@@ -39,7 +39,7 @@ import datasets as hfds
 import numpy as np
 
 from shiftlab import seeding, store
-from shiftlab.datasets import audio
+from shiftlab.datasets import audio, folders
 from shiftlab.errors import ShiftlabError
 
 _KEY = "prepare_speech"
@@ -543,20 +543,9 @@ def folder_speech(
     key = f"{_KEY}.folder.group_pattern"
     if domain not in ("source", "target"):
         raise ValueError(f"domain must be source or target, got {domain!r}")
-    regex = None
-    if group_pattern is not None:
-        try:
-            regex = re.compile(group_pattern)
-        except re.error as e:
-            raise ShiftlabError(f"{key}: invalid regular expression {group_pattern!r} ({e})") from None
+    regex = folders.group_regex(group_pattern, key)
     root = Path(path)
-    if not root.exists():
-        raise ShiftlabError(f"{root}: folder not found")
-    if not root.is_dir():
-        raise ShiftlabError(f"{root}: not a folder")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise ShiftlabError(f"{root}: no class subfolders (expected one subfolder per word, holding its audio files)")
+    classes = [d.name for d in folders.class_folders(root, f"{_KEY}.folder.{domain}", "word")]
     if vocabulary is not None:
         names = resolve_vocabulary(vocabulary)
         used = [c for c in classes if c in set(names)]
@@ -578,19 +567,7 @@ def folder_speech(
         for f in files:
             rel = f.relative_to(root / cls).as_posix()
             row_id = f"{domain}/{cls}/{rel}"
-            if regex is None:
-                group = row_id
-            else:
-                stem = rel[: -len(Path(rel).suffix)] if Path(rel).suffix else rel
-                m = regex.search(stem)
-                value = None if m is None else (m.group(1) if regex.groups else m.group(0))
-                if value is None:
-                    raise ShiftlabError(
-                        f"{f}: '{stem}' does not match {key} {group_pattern!r}"
-                        + (" (its first group did not take part)" if m is not None else "")
-                    )
-                group = f"{domain}/{value}"
-            jobs.append((cls, rel, f, group, row_id))
+            jobs.append((cls, rel, f, folders.group_of(regex, domain, rel, f, row_id, key), row_id))
 
     def work(job):
         x, sr = audio.read_audio(job[2])

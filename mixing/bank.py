@@ -392,21 +392,15 @@ def from_noise(noise, recordings: Sequence[str] = ("*",), domain: str = "source"
 
 def _match_noise(noise, recordings: Sequence[str], domain: str, where: str) -> list[tuple[int, str, str]]:
     """(row, id, group) of the rows of ``noise`` with ``domain`` whose id matches a pattern (see :func:`from_noise`)."""
+    from shiftlab.datasets import noise as noise_mod
+
     if domain not in ("source", "target"):
         raise ShiftlabError(f"from_noise: domain must be source or target, got {domain!r}")
     m = _meta(noise, ("id", "domain", "group"))
     ids = np.array([str(i) for i in m["id"]], dtype=object)
     dom = np.asarray(m["domain"]).astype(str)
     cand = [i for i, d in zip(ids, dom) if d == domain]
-    keep = set()
-    for p in recordings:
-        hit = [i for i in cand if fnmatch.fnmatchcase(i, p)]
-        if not hit:
-            raise ShiftlabError(
-                f"{where}.recordings: pattern {p!r} matches no {domain}-domain noise recording "
-                f"(known: {', '.join(sorted(cand)) or 'none'})"
-            )
-        keep.update(hit)
+    keep = noise_mod.select(cand, recordings, f"{where}.recordings", f"no {domain}-domain noise recording")
     return [(int(k), str(ids[k]), str(m["group"][k])) for k in np.flatnonzero([i in keep for i in ids])]
 
 

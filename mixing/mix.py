@@ -73,7 +73,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from shiftlab import seeding
+from shiftlab import eligibility, seeding
 from shiftlab.errors import ShiftlabError
 from shiftlab.mixing import bank as bank_mod
 
@@ -512,51 +512,10 @@ class _LoopedBank:
 # --------------------------------------------------------------------------- the stage
 
 
-def _meta(ds, names: Sequence[str]) -> dict[str, np.ndarray]:
-    if len(ds) == 0:
-        return {n: np.array([], dtype=np.int64 if n == "label" else object) for n in names}
-    table = ds.select_columns(list(names)).with_format("arrow")[:]
-    out = {}
-    for n in names:
-        a = table.column(n).to_numpy(zero_copy_only=False)
-        out[n] = a.astype(np.int64) if n in ("label", "sampling_rate") else a.astype(object)
-    return out
-
-
 def eligible_parents(splits) -> dict[str, np.ndarray]:
     """The eligible parents in id order: arrays ``id``, ``split``, ``row``, ``label``, ``domain``, ``group``,
-    ``sampling_rate``. Eligible = rows of train and train_dev with domain ``source`` and origin ``real``."""
-    from shiftlab.datasets import schema
-
-    parts = []
-    for s in ("train", "train_dev"):
-        if s not in splits:
-            raise ShiftlabError(f"splits: missing split {s} (have: {', '.join(splits) or 'none'})")
-        d = splits[s]
-        if schema.modality(d) != "audio":
-            raise ShiftlabError(f"splits: {s} is not an audio dataset (synth mix needs an audio column)")
-        m = _meta(d, ("id", "label", "domain", "origin", "group", "sampling_rate"))
-        ok = np.flatnonzero((m["domain"] == "source") & (m["origin"] == "real"))
-        parts.append({
-            "id": m["id"][ok].astype(str),
-            "split": np.full(len(ok), s, dtype=object),
-            "row": ok.astype(np.int64),
-            "label": m["label"][ok],
-            "domain": m["domain"][ok],
-            "group": m["group"][ok],
-            "sampling_rate": m["sampling_rate"][ok],
-        })
-    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    order = np.argsort(out["id"], kind="stable")
-    return {k: v[order] for k, v in out.items()}
-
-
-def _choose(n: int, fraction: float, seed: int) -> np.ndarray:
-    k = int(math.floor(fraction * n + 0.5))
-    if k >= n:
-        return np.arange(n, dtype=np.int64)
-    rank = seeding.sample_rng(seed, 0, PURPOSE, "select").permutation(n)
-    return np.flatnonzero(rank < k).astype(np.int64)
+    ``sampling_rate`` (the rule of :mod:`shiftlab.eligibility`: source-domain real rows of train and train_dev)."""
+    return eligibility.eligible_parents(splits, "audio", ("sampling_rate",))
 
 
 class _SplitAudio:
@@ -658,14 +617,7 @@ def make_synthetic(splits, bank, cfg: Mapping[str, Any] | None = None, device: s
 def all_rows(ds, split: str = "input") -> dict[str, np.ndarray]:
     """Every row of one audio Dataset as parents, in row order (parent position = row number): the
     arrays of :func:`eligible_parents`."""
-    from shiftlab.datasets import schema
-
-    if schema.modality(ds) != "audio":
-        raise ShiftlabError(f"{split}: not an audio dataset in the shiftlab schema (needs an audio column)")
-    m = _meta(ds, ("id", "label", "domain", "group", "sampling_rate"))
-    n = len(ds)
-    return {"id": m["id"].astype(str), "split": np.full(n, split, dtype=object), "row": np.arange(n, dtype=np.int64),
-            "label": m["label"], "domain": m["domain"], "group": m["group"], "sampling_rate": m["sampling_rate"]}
+    return eligibility.all_rows(ds, "audio", split, ("sampling_rate",))
 
 
 def _check_rates(el: dict[str, np.ndarray], a, where: str = "splits: the eligible speech rows") -> None:
@@ -730,7 +682,7 @@ def _synthesize(splits, el: dict[str, np.ndarray], a, c: dict[str, Any], dev, na
     from shiftlab.datasets import audio, schema
 
     seed, copies, bs, limit = c["seed"], c["copies"], c["batch_size"], c["peak_limit"]
-    chosen = _choose(len(el["id"]), c["fraction"], seed)
+    chosen = eligibility.choose(len(el["id"]), c["fraction"], seed, PURPOSE)
     keys = [(int(p), k) for p in chosen for k in range(copies)]
     n = len(keys)
     pos = np.array([p for p, _ in keys], dtype=np.int64)

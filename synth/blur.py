@@ -49,14 +49,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from shiftlab import seeding
+from shiftlab import eligibility
 from shiftlab.errors import ShiftlabError
 from shiftlab.synth import kernels
 
@@ -330,55 +329,10 @@ def _apply_stack(images, stack: np.ndarray):
 # --------------------------------------------------------------------------- the stage
 
 
-def _meta(ds, names: Sequence[str]) -> dict[str, np.ndarray]:
-    if len(ds) == 0:
-        return {n: np.array([], dtype=np.int64 if n == "label" else object) for n in names}
-    table = ds.select_columns(list(names)).with_format("arrow")[:]
-    out = {}
-    for n in names:
-        a = table.column(n).to_numpy(zero_copy_only=False)
-        out[n] = a.astype(np.int64) if n == "label" else a.astype(object)
-    return out
-
-
 def eligible_parents(splits) -> dict[str, np.ndarray]:
-    """The eligible parents in id order: arrays ``id``, ``split`` (name), ``row``, ``label``, ``domain``, ``group``.
-
-    Eligible = rows of train and train_dev with domain ``source`` and origin ``real``.
-    """
-    from shiftlab.datasets import schema
-
-    parts = []
-    for s in ("train", "train_dev"):
-        if s not in splits:
-            raise ShiftlabError(f"splits: missing split {s} (have: {', '.join(splits) or 'none'})")
-        d = splits[s]
-        if schema.modality(d) != "image":
-            raise ShiftlabError(f"splits: {s} is not an image dataset (synth blur needs an image column)")
-        m = _meta(d, ("id", "label", "domain", "origin", "group"))
-        ok = np.flatnonzero((m["domain"] == "source") & (m["origin"] == "real"))
-        parts.append(
-            {
-                "id": m["id"][ok].astype(str),
-                "split": np.full(len(ok), s, dtype=object),
-                "row": ok.astype(np.int64),
-                "label": m["label"][ok],
-                "domain": m["domain"][ok],
-                "group": m["group"][ok],
-            }
-        )
-    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    order = np.argsort(out["id"], kind="stable")
-    return {k: v[order] for k, v in out.items()}
-
-
-def _choose(n: int, fraction: float, seed: int) -> np.ndarray:
-    """Sorted positions of the chosen parents (module docstring)."""
-    k = int(math.floor(fraction * n + 0.5))
-    if k >= n:
-        return np.arange(n, dtype=np.int64)
-    rank = seeding.sample_rng(seed, 0, PURPOSE, "select").permutation(n)
-    return np.flatnonzero(rank < k).astype(np.int64)
+    """The eligible parents in id order: arrays ``id``, ``split`` (name), ``row``, ``label``, ``domain``, ``group``
+    (the rule of :mod:`shiftlab.eligibility`: source-domain real rows of train and train_dev)."""
+    return eligibility.eligible_parents(splits, "image")
 
 
 def _read_rows(splits, split_names: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -452,7 +406,7 @@ def _synthesize(splits, el: dict[str, np.ndarray], c: dict[str, Any], dev, names
     seed, copies, bs = c["seed"], c["copies"], c["batch_size"]
     h, w, ch = shape
     feats = schema.image_features(names, (h, w, ch))
-    chosen = _choose(len(el["id"]), c["fraction"], seed)
+    chosen = eligibility.choose(len(el["id"]), c["fraction"], seed, PURPOSE)
     keys = [(int(p), k) for p in chosen for k in range(copies)]
     if shard is not None:
         i, k_sh = shard
@@ -514,14 +468,7 @@ def _synthesize(splits, el: dict[str, np.ndarray], c: dict[str, Any], dev, names
 def all_rows(ds, split: str = "input") -> dict[str, np.ndarray]:
     """Every row of one image Dataset as parents, in row order (parent position = row number):
     the arrays of :func:`eligible_parents` (``id``, ``split``, ``row``, ``label``, ``domain``, ``group``)."""
-    from shiftlab.datasets import schema
-
-    if schema.modality(ds) != "image":
-        raise ShiftlabError(f"{split}: not an image dataset in the shiftlab schema (needs an image column)")
-    m = _meta(ds, ("id", "label", "domain", "group"))
-    n = len(ds)
-    return {"id": m["id"].astype(str), "split": np.full(n, split, dtype=object), "row": np.arange(n, dtype=np.int64),
-            "label": m["label"], "domain": m["domain"], "group": m["group"]}
+    return eligibility.all_rows(ds, "image", split)
 
 
 def make_copies(ds, cfg: Mapping[str, Any] | None = None, device: str = "auto", progress: bool = True,

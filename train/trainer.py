@@ -74,7 +74,7 @@ from shiftlab.train.loss import per_row_cross_entropy, weighted_cross_entropy
 
 __all__ = [
     "DEFAULTS", "merge", "train", "predict", "load_checkpoint", "save_predictions", "load_predictions",
-    "main_train", "main", "resolve_device", "CHECKPOINT_FORMAT",
+    "main_train", "main", "resolve_device", "CHECKPOINT_FORMAT", "parse_set",
 ]
 
 CHECKPOINT_FORMAT = "shiftlab.trainer/1"
@@ -889,7 +889,13 @@ def main_train(cfg: Mapping[str, Any] | None, splits_path: str | os.PathLike, ou
     return metrics
 
 
-def _parse_set(items: Sequence[str]) -> dict:
+def parse_set(items: Sequence[str]) -> dict:
+    """``--set KEY=VALUE`` overrides as a nested mapping (``frontend.hflip=true`` -> ``{"frontend": {"hflip": True}}``).
+
+    VALUE is read as YAML (``3`` an int, ``null`` None, ``[1, 2]`` a list). A dotted key that runs
+    through a key set to a plain value (``epochs=3 epochs.x=1``, in either order) is an error.
+    Used by ``python -m shiftlab.train.trainer`` and ``bench/anchor.py``.
+    """
     import yaml
 
     out: dict = {}
@@ -899,8 +905,14 @@ def _parse_set(items: Sequence[str]) -> dict:
         key, val = it.split("=", 1)
         node = out
         parts = key.split(".")
+        if not all(parts):
+            raise ShiftlabError(f"--set {it}: empty name in key {key!r}")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ShiftlabError(f"--set {it}: {p} is set to a value and used as a section")
+        if isinstance(node.get(parts[-1]), dict):
+            raise ShiftlabError(f"--set {it}: {parts[-1]} is used as a section and set to a value")
         node[parts[-1]] = yaml.safe_load(val)
     return out
 
@@ -940,7 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.section not in doc:
                 raise ShiftlabError(f"{path}: no section {args.section}")
             cfg = dict(doc[args.section] or {})
-        cfg = _deep_update(cfg, _parse_set(args.set))
+        cfg = _deep_update(cfg, parse_set(args.set))
         main_train(merge(cfg, args.section), args.splits, args.out, args.metrics, live_dir=args.live,
                    predictions_path=args.predictions, progress=not args.no_progress)
     except ShiftlabError as e:
