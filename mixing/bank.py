@@ -58,17 +58,15 @@ The draw policy (:func:`plan_draws`)
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import hashlib
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
-from shiftlab import seeding, store
+from shiftlab import paramschema, seeding, store
 from shiftlab.errors import ShiftlabError
 
 __all__ = [
@@ -95,136 +93,33 @@ __all__ = [
     "plan_draws",
 ]
 
-SILENCE_DB = -60.0
+SILENCE_DB = paramschema.SILENCE_DB
 MAX_CHANNELS = 8
 #: The kinds of noise a bank can hold (``sources`` key).
-SOURCES = ("real", "folder", "virtual", "torcs")
+SOURCES = paramschema.SOURCES
 TORCS_DIR = "/usr/share/games/torcs/data/sound"
 _KEY = "synth_mix.bank"
 
-#: The ``synth_mix.bank`` params section.
-DEFAULTS: dict[str, Any] = {
-    # which noise: "real" = the source-domain rows of data/prepared/noise, "folder" = the
-    # audio files under `folder`, "virtual" = n_cars virtual cars (mixing.cars), "torcs" below.
-    # Default: real cars only (the TORCS cars not held out, driven) + the other real recordings
-    "sources": ["real", "torcs"],
-    # fnmatch patterns over the real recording ids (source domain only); the raw TORCS engine
-    # loops are left to "torcs", which drives them
-    "recordings": ["trigger_rally/*", "dustracing2d/*", "openttd/*", "torcs/road-ride", "torcs/out_of_road*",
-                   "torcs/skid*", "torcs/axle", "torcs/turbo1", "torcs/backfire_loop"],
-    "folder": None,  # a folder of noise files (files in one sub-folder form one group)
-    "n_cars": 40,  # virtual cars (each its own group)
-    "seconds_per_car": 20.0,  # seconds rendered per virtual car
-    "cars": {},  # car parameter range overrides (mixing.cars.DEFAULT_RANGES keys)
-    # "torcs" = real engine loops of torcs-data, each car driven through trajectories_per_car
-    # seeded RPM trajectories of seconds_per_car seconds each (mixing.rpm); group = the car
-    "torcs_dir": TORCS_DIR,
-    "torcs_cars": ["*"],  # fnmatch patterns over TORCS car names (cars held out for the target never match)
-    "trajectories_per_car": 3,
-    "torcs_road": None,  # a TORCS recording id mixed under every drive as road noise (torcs/road-ride), or null
-    "drive": {},  # RPM trajectory range overrides (mixing.rpm.DEFAULT_RANGES keys)
-    "silence_db": SILENCE_DB,  # a clip below this RMS (dBFS) is rejected
-    # the draw policy
-    "max_source_share": 0.1,  # most draws any one group may get (share of all draws), (0, 1]
-    "min_segment_db": SILENCE_DB,  # segments quieter than this (dBFS) are never drawn
-}
+#: The ``synth_mix.bank`` params section: the fields of :class:`shiftlab.paramschema.Bank` (every knob's
+#: type, range and default, with what it does).
+DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.Bank)
 
 
 # --------------------------------------------------------------------------- config
 
 
-def _merge(defaults: Mapping[str, Any], cfg: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
-    out = copy.deepcopy(dict(defaults))
-    if cfg is None:
-        return out
-    if not isinstance(cfg, Mapping):
-        raise ShiftlabError(f"{where}: must be a mapping of keys, got {cfg!r}")
-    for k, v in cfg.items():
-        if k not in out:
-            import difflib
-
-            hint = difflib.get_close_matches(str(k), list(out), 1)
-            raise ShiftlabError(f"{where}.{k}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}")
-        out[k] = copy.deepcopy(v)
-    return out
-
-
-def _number(c, key, where, lo=None, hi=None, lo_open=False) -> float:
-    v = c[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(float(v)):
-        raise ShiftlabError(f"{where}.{key}: must be a number, got {v!r}")
-    v = float(v)
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ShiftlabError(f"{where}.{key}: must be {'>' if lo_open else '>='} {lo:g}, got {v:g}")
-    if hi is not None and v > hi:
-        raise ShiftlabError(f"{where}.{key}: must be <= {hi:g}, got {v:g}")
-    return v
-
-
 def check_cfg(cfg: Mapping[str, Any] | None, where: str = _KEY) -> dict[str, Any]:
-    """Merge ``cfg`` over :data:`DEFAULTS` and validate every key (errors name ``where.key``)."""
-    from shiftlab.mixing import cars
+    """Merge ``cfg`` over :data:`DEFAULTS` and validate every key with :class:`shiftlab.paramschema.Bank`
+    (errors name ``where.key``); ``cars`` and ``drive`` by their modules' ``check_ranges`` (the user's short
+    overrides are kept)."""
+    from shiftlab.mixing import cars, rpm
 
-    c = _merge(DEFAULTS, cfg, where)
-    src = c["sources"]
-    if isinstance(src, str):
-        src = [src]
-    if not isinstance(src, (list, tuple)) or not src or any(s not in SOURCES for s in src):
-        raise ShiftlabError(f"{where}.sources: must be a non-empty list of {', '.join(SOURCES)}, got {c['sources']!r}")
-    c["sources"] = sorted(set(src), key=SOURCES.index)
-    rec = c["recordings"]
-    if isinstance(rec, str):
-        rec = [rec]
-    if not isinstance(rec, (list, tuple)) or not rec or not all(isinstance(p, str) and p for p in rec):
-        raise ShiftlabError(f"{where}.recordings: must be a non-empty list of id patterns, got {c['recordings']!r}")
-    c["recordings"] = list(rec)
-    if "folder" in c["sources"] and not c["folder"]:
-        raise ShiftlabError(f"{where}.folder: sources include 'folder' but no folder is set")
-    if c["folder"] is not None and not isinstance(c["folder"], (str, Path)):
-        raise ShiftlabError(f"{where}.folder: must be a path or null, got {c['folder']!r}")
-    n = c["n_cars"]
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ShiftlabError(f"{where}.n_cars: must be an integer >= 0, got {n!r}")
-    if "virtual" in c["sources"] and n < 1:
-        raise ShiftlabError(f"{where}.n_cars: sources include 'virtual' but n_cars is {n}")
-    c["n_cars"] = int(n)
-    c["seconds_per_car"] = _number(c, "seconds_per_car", where, 0.0, cars.MAX_SECONDS, lo_open=True)
-    c["silence_db"] = _number(c, "silence_db", where, -200.0, 0.0)
-    c["min_segment_db"] = _number(c, "min_segment_db", where, -200.0, 0.0)
-    c["max_source_share"] = _number(c, "max_source_share", where, 0.0, 1.0, lo_open=True)
-    if c["cars"] is None:
-        c["cars"] = {}
-    cars.check_ranges(c["cars"], f"{where}.cars")  # validate; keep the user's (short) overrides
+    c = paramschema.merge(paramschema.Bank, cfg, where, DEFAULTS)
+    cars.check_ranges(c["cars"], f"{where}.cars")
     c["cars"] = dict(c["cars"])
-    _check_torcs_cfg(c, where)
-    return c
-
-
-def _check_torcs_cfg(c: dict, where: str) -> None:
-    """Validate the TORCS keys of a merged bank section in place."""
-    from shiftlab.mixing import rpm
-
-    if not isinstance(c["torcs_dir"], (str, Path)) or not str(c["torcs_dir"]):
-        raise ShiftlabError(f"{where}.torcs_dir: must be a folder path, got {c['torcs_dir']!r}")
-    tc = c["torcs_cars"]
-    if isinstance(tc, str):
-        tc = [tc]
-    if not isinstance(tc, (list, tuple)) or not tc or not all(isinstance(p, str) and p for p in tc):
-        raise ShiftlabError(f"{where}.torcs_cars: must be a non-empty list of car name patterns, "
-                            f"got {c['torcs_cars']!r}")
-    c["torcs_cars"] = list(tc)
-    k = c["trajectories_per_car"]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ShiftlabError(f"{where}.trajectories_per_car: must be an integer >= 1, got {k!r}")
-    c["trajectories_per_car"] = int(k)
-    road = c["torcs_road"]
-    if road is not None and (not isinstance(road, str) or not road.startswith("torcs/") or len(road) <= 6):
-        raise ShiftlabError(f"{where}.torcs_road: must be a TORCS recording id (e.g. torcs/road-ride) or null, "
-                            f"got {road!r}")
-    if c["drive"] is None:
-        c["drive"] = {}
-    rpm.check_ranges(c["drive"], f"{where}.drive")  # validate; keep the user's (short) overrides
+    rpm.check_ranges(c["drive"], f"{where}.drive")
     c["drive"] = dict(c["drive"])
+    return c
 
 
 # --------------------------------------------------------------------------- arrays

@@ -67,13 +67,11 @@ the output does not depend on ``batch_size`` (tested with store digests).
 
 from __future__ import annotations
 
-import copy
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from shiftlab import eligibility, seeding
+from shiftlab import eligibility, paramschema, seeding
 from shiftlab.errors import ShiftlabError
 from shiftlab.mixing import bank as bank_mod
 
@@ -100,76 +98,32 @@ _PROGRESS_MIN = 200
 #: Sample indices planned together by an :class:`OnTheFlyMixer` without ``n_samples``.
 PLAN_BLOCK = 4096
 
-#: Defaults of the ``synth_mix`` params section.
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "fraction": 1.0,  # share of the eligible parents mixed, [0, 1]
-    "copies": 1,  # synthetic rows per chosen parent, >= 1
-    "snr_db": [0.0, 20.0],  # SNR range (uniform), dB; a number = constant
-    "peak_limit": 1.0,  # clipping guard: rows whose peak exceeds this are scaled down, (0, 1]
-    "bank": copy.deepcopy(bank_mod.DEFAULTS),  # noise sources and the draw policy (mixing.bank)
-    "device": "auto",  # auto | cpu | cuda | cuda:N
-    "batch_size": 256,  # rows mixed per batch (no effect on the output)
-}
+#: Defaults of the ``synth_mix`` params section: the fields of :class:`shiftlab.paramschema.SynthMix`.
+DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.SynthMix)
 
 #: The book's failure: every row gets noise from ONE short recording (dustracing2d's
 #: 1.5 s skid), reused under the whole speech set. For the diversity checks' "low
-#: diversity" example and tests.
-NARROW: dict[str, Any] = {
-    **copy.deepcopy(DEFAULTS),
-    "bank": {
-        **copy.deepcopy(bank_mod.DEFAULTS),
-        "sources": ["real"],
-        "recordings": ["dustracing2d/skid"],
-        "max_source_share": 1.0,
-    },
-}
+#: diversity" example and tests (:class:`shiftlab.paramschema.SynthMixNarrow`).
+NARROW: dict[str, Any] = paramschema.defaults(paramschema.SynthMixNarrow)
 
 
 # --------------------------------------------------------------------------- config
 
 
-def _snr_range(v, where: str) -> list[float]:
-    spec = v if isinstance(v, (list, tuple)) else [v, v]
-    ok = len(spec) == 2 and all(
-        not isinstance(x, bool) and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
-        for x in spec
-    )
-    if not ok:
-        raise ShiftlabError(f"{where}: must be [lo, hi] dB or a number, got {v!r}")
-    lo, hi = float(spec[0]), float(spec[1])
-    if hi < lo:
-        raise ShiftlabError(f"{where}: range [{lo:g}, {hi:g}] has lo > hi")
-    if lo < -60.0 or hi > 100.0:
-        raise ShiftlabError(f"{where}: must lie in [-60, 100] dB, got [{lo:g}, {hi:g}]")
-    return [lo, hi]
-
-
 def _peak_limit(v, where: str) -> float:
+    """A :func:`mix` argument: a number in (0, 1] (the ``peak_limit`` knob of :class:`shiftlab.paramschema.SynthMix`)."""
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0.0 < float(v) <= 1.0:
         raise ShiftlabError(f"{where}: must be a number in (0, 1], got {v!r}")
     return float(v)
 
 
 def check_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Merge ``cfg`` over :data:`DEFAULTS` (the ``bank`` section key by key) and validate it.
+    """Merge ``cfg`` over :data:`DEFAULTS` (the ``bank`` section key by key) and validate it with
+    :class:`shiftlab.paramschema.SynthMix`; the bank by :func:`shiftlab.mixing.bank.check_cfg`.
 
-    Errors are one line naming the key: ``synth_mix.copies: must be an integer >= 1, got 0``.
+    Errors are one line naming the key: ``synth_mix.copies: 0 is out of range [1, inf]``.
     """
-    c = bank_mod._merge(DEFAULTS, cfg, _KEY)
-    for key, lo in (("seed", 0), ("copies", 1), ("batch_size", 1)):
-        v = c[key]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ShiftlabError(f"{_KEY}.{key}: must be an integer >= {lo}, got {v!r}")
-        c[key] = int(v)
-    f = c["fraction"]
-    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= float(f) <= 1.0:
-        raise ShiftlabError(f"{_KEY}.fraction: must be a number in [0, 1], got {f!r}")
-    c["fraction"] = float(f)
-    c["snr_db"] = _snr_range(c["snr_db"], f"{_KEY}.snr_db")
-    c["peak_limit"] = _peak_limit(c["peak_limit"], f"{_KEY}.peak_limit")
-    if not isinstance(c["device"], str):
-        raise ShiftlabError(f"{_KEY}.device: must be auto, cpu, cuda or cuda:N, got {c['device']!r}")
+    c = paramschema.merge(paramschema.SynthMix, cfg, _KEY, DEFAULTS, own=("bank",))
     c["bank"] = bank_mod.check_cfg(c["bank"], f"{_KEY}.bank")
     return c
 

@@ -69,7 +69,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from shiftlab import seeding, store
+from shiftlab import paramschema, seeding, store
 from shiftlab.errors import ShiftlabError
 from shiftlab.mixing import bank as bank_mod
 from shiftlab.mixing import mix as mix_mod
@@ -78,31 +78,10 @@ __all__ = ["DEFAULTS", "check_cfg", "make_target", "make_codrivers", "codrivers_
 
 _KEY = "target_mix"
 
-#: Defaults of the ``target_mix`` params section.
-TTS_DEFAULTS: dict[str, Any] = {
-    "espeak_variants": "all",  # espeak-ng variants no source voice uses, one voice each: all | how many (0 = none)
-    "flite_voices": ["kal16", "slt"],  # flite voices (their person must not be a source voice's)
-    "festival_voices": ["cmu_us_slt_arctic_hts", "kal_diphone", "ked_diphone"],  # Debian festvox-* voices
-    "speed": [130, 200],  # words per minute, drawn per take
-    "pitch": [25, 75],  # espeak-ng pitch 0-99, drawn per take
-    "takes": 2,  # utterances per word per voice (festival HTS voices: 1, they ignore the speed)
-    "workers": 0,  # synthesis threads; 0 = all cores
-}
-
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "speech": "tts",  # tts: held-out TTS voices (tts below) | real: the prepared speech's target rows (codrivers)
-    "tts": TTS_DEFAULTS,
-    "target_snr_db": [-5.0, 15.0],  # SNR range (uniform) of the target mixes, dB: the target's own prior
-    "recordings": ["*"],  # fnmatch patterns over the target-domain noise ids
-    "torcs_drives": 8,  # RPM drives per held-out TORCS car (0 = its raw loops)
-    "seconds_per_drive": 20.0,
-    "drive": {},  # RPM trajectory range overrides (shiftlab.mixing.rpm.DEFAULT_RANGES keys)
-    "max_source_share": 0.2,  # per-group cap of the target draws (5 held-out cars: even split)
-    "min_segment_db": bank_mod.SILENCE_DB,
-    "peak_limit": 1.0,
-    "codrivers": True,  # speech tts: the prepared real target rows (codrivers) -> an evaluation-only check set
-}
+#: The ``target_mix`` params section and its ``tts`` block: the fields of :class:`shiftlab.paramschema.TargetMix`
+#: and :class:`shiftlab.paramschema.TargetTts` (every knob's type, range and default).
+TTS_DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.TargetTts)
+DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.TargetMix)
 
 SPEECHES = ("tts", "real")
 #: the seed purpose prefix of the codriver check set's draws (the target's is "target")
@@ -110,70 +89,14 @@ CODRIVERS = "codrivers"
 
 
 def check_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Merge ``cfg`` over :data:`DEFAULTS` and validate it (errors name ``target_mix.<key>``)."""
-    c = bank_mod._merge(DEFAULTS, cfg, _KEY)
-    v = c["seed"]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-        raise ShiftlabError(f"{_KEY}.seed: must be an integer >= 0, got {v!r}")
-    c["seed"] = int(v)
-    c["target_snr_db"] = mix_mod._snr_range(c["target_snr_db"], f"{_KEY}.target_snr_db")
-    c["peak_limit"] = mix_mod._peak_limit(c["peak_limit"], f"{_KEY}.peak_limit")
-    rec = c["recordings"]
-    if isinstance(rec, str):
-        rec = [rec]
-    if not isinstance(rec, (list, tuple)) or not rec or not all(isinstance(p, str) and p for p in rec):
-        raise ShiftlabError(f"{_KEY}.recordings: must be a non-empty list of id patterns, got {c['recordings']!r}")
-    c["recordings"] = list(rec)
-    c["max_source_share"] = bank_mod._number(c, "max_source_share", _KEY, 0.0, 1.0, lo_open=True)
-    c["min_segment_db"] = bank_mod._number(c, "min_segment_db", _KEY, -200.0, 0.0)
-    if c["speech"] not in SPEECHES:
-        raise ShiftlabError(f"{_KEY}.speech: must be one of {', '.join(SPEECHES)}, got {c['speech']!r}")
-    c["tts"] = _check_tts(c["tts"])
-    k = c["torcs_drives"]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= 1000:
-        raise ShiftlabError(f"{_KEY}.torcs_drives: must be an integer in [0, 1000], got {k!r}")
-    c["torcs_drives"] = int(k)
-    c["seconds_per_drive"] = bank_mod._number(c, "seconds_per_drive", _KEY, 0.0, 3600.0, lo_open=True)
+    """Merge ``cfg`` over :data:`DEFAULTS` and validate it with :class:`shiftlab.paramschema.TargetMix` (errors
+    name ``target_mix.<key>``); ``drive`` by :func:`shiftlab.mixing.rpm.check_ranges` (short overrides kept)."""
     from shiftlab.mixing import rpm
 
-    if c["drive"] is None:
-        c["drive"] = {}
-    rpm.check_ranges(c["drive"], f"{_KEY}.drive")  # validate; keep the user's (short) overrides
+    c = paramschema.merge(paramschema.TargetMix, cfg, _KEY, DEFAULTS)
+    rpm.check_ranges(c["drive"], f"{_KEY}.drive")
     c["drive"] = dict(c["drive"])
-    if not isinstance(c["codrivers"], (bool, np.bool_)):
-        raise ShiftlabError(f"{_KEY}.codrivers: must be true or false, got {c['codrivers']!r}")
-    c["codrivers"] = bool(c["codrivers"])
     return c
-
-
-def _int_range(v, where: str, lo: int, hi: int) -> list[int]:
-    ok = (isinstance(v, (list, tuple)) and len(v) == 2
-          and all(not isinstance(x, bool) and isinstance(x, (int, np.integer)) for x in v))
-    if not ok or not lo <= v[0] <= v[1] <= hi:
-        raise ShiftlabError(f"{where}: must be [low, high], integers with {lo} <= low <= high <= {hi}, got {v!r}")
-    return [int(v[0]), int(v[1])]
-
-
-def _check_tts(t) -> dict[str, Any]:
-    where = f"{_KEY}.tts"
-    t = bank_mod._merge(TTS_DEFAULTS, t, where)
-    v = t["espeak_variants"]
-    if v != "all" and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
-        raise ShiftlabError(f"{where}.espeak_variants: must be 'all' or an integer >= 0, got {v!r}")
-    t["espeak_variants"] = v if v == "all" else int(v)
-    for k in ("flite_voices", "festival_voices"):
-        names = t[k] if t[k] is not None else []
-        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
-            raise ShiftlabError(f"{where}.{k}: must be a list of voice names, got {t[k]!r}")
-        t[k] = list(names)
-    t["speed"] = _int_range(t["speed"], f"{where}.speed", 80, 450)
-    t["pitch"] = _int_range(t["pitch"], f"{where}.pitch", 0, 99)
-    for k, lo, hi in (("takes", 1, 100), ("workers", 0, 256)):
-        n = t[k]
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not lo <= n <= hi:
-            raise ShiftlabError(f"{where}.{k}: must be an integer in [{lo}, {hi}], got {n!r}")
-        t[k] = int(n)
-    return t
 
 
 def _clip_hashes(a: bank_mod.BankArrays) -> dict[str, str]:

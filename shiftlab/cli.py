@@ -771,6 +771,18 @@ def cmd_merge(args) -> None:
 def cmd_params(args) -> None:
     import yaml
 
+    if args.schema is not None:  # JSON Schema of params.yaml (pydantic), for editors and the README's knob tables
+        import json
+
+        from shiftlab import paramschema
+
+        text = json.dumps(paramschema.json_schema(), indent=2) + "\n"
+        if args.schema == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.schema).write_text(text, encoding="utf-8")
+            print(f"params: JSON Schema -> {args.schema}")
+        return
     data = config.defaults() if args.defaults else config.load(args.params)
     if args.section:
         if args.section not in data:
@@ -887,6 +899,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("params", help="print the validated params with defaults filled in")
     sp.add_argument("--defaults", action="store_true", help="print the built-in defaults instead")
     sp.add_argument("--section", help="only this section")
+    sp.add_argument("--schema", nargs="?", const="-", metavar="FILE",
+                    help="write the JSON Schema of params.yaml to FILE (default: stdout) instead")
     sp.set_defaults(func=cmd_params)
     return p
 

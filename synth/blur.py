@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from shiftlab import eligibility
+from shiftlab import eligibility, paramschema
 from shiftlab.errors import ShiftlabError
 from shiftlab.synth import kernels
 
@@ -105,40 +105,11 @@ _STACK_MAX = 65  # kernels up to this side go to apply_kernels as one (N, k, k) 
 # --------------------------------------------------------------------------- config
 
 
-def _merge(defaults: Mapping[str, Any], cfg: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
-    """Top-level merge of ``cfg`` over ``defaults``; an unknown key is a one-line error."""
-    out = copy.deepcopy(dict(defaults))
-    if cfg is None:
-        return out
-    if not isinstance(cfg, Mapping):
-        raise ShiftlabError(f"{where}: must be a mapping of keys, got {cfg!r}")
-    for k, v in cfg.items():
-        if k not in out:
-            import difflib
-
-            hint = difflib.get_close_matches(str(k), list(out), 1)
-            raise ShiftlabError(f"{where}.{k}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}")
-        out[k] = copy.deepcopy(v)
-    return out
-
-
-def _int(cfg, key, lo, where=_KEY) -> int:
-    v = cfg[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ShiftlabError(f"{where}.{key}: must be an integer >= {lo}, got {v!r}")
-    return int(v)
-
-
 def _check_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    c = _merge(DEFAULTS, cfg, _KEY)
-    _int(c, "seed", 0)
-    _int(c, "copies", 1)
-    _int(c, "batch_size", 1)
-    _int(c, "workers", 0)
-    f = c["fraction"]
-    if isinstance(f, bool) or not isinstance(f, (int, float)) or not (0.0 <= float(f) <= 1.0):
-        raise ShiftlabError(f"{_KEY}.fraction: must be a number in [0, 1], got {f!r}")
-    c["fraction"] = float(f)
+    """``cfg`` merged over :data:`DEFAULTS`, its knobs validated by :class:`shiftlab.paramschema.SynthBlur`;
+    ``kernels`` (a :func:`kernels.sample` cfg: partial mappings, constants allowed) by
+    :func:`kernels.check_sample_cfg`."""
+    c = paramschema.merge(paramschema.SynthBlur, cfg, _KEY, DEFAULTS, own=("kernels",))
     try:  # fail early, with the params key, on a bad kernel cfg (every family, both range ends)
         kernels.check_sample_cfg(c["kernels"])
     except ShiftlabError as e:

@@ -553,14 +553,16 @@ def test_make_synthetic_bad_input(splits, bank):
 
 
 @pytest.mark.parametrize("section, msg", [
-    ({"copies": 0}, "synth_mix.copies: must be an integer >= 1"),
+    ({"copies": 0}, "synth_mix.copies: 0 is out of range [1, inf]"),  # shiftlab.paramschema wording
     ({"fraction": 1.5}, "synth_mix.fraction"),
     ({"snr_db": [20, 0]}, "synth_mix.snr_db: range [20, 0] has lo > hi"),
     ({"snr_db": [0, 200]}, "synth_mix.snr_db: must lie in [-60, 100]"),
     ({"peak_limit": 0}, "synth_mix.peak_limit"),
     ({"snr": [0, 20]}, "synth_mix.snr: unknown key (did you mean snr_db?)"),
-    ({"bank": {"max_source_share": 0}}, "synth_mix.bank.max_source_share: must be > 0"),
-    ({"bank": {"sources": ["tape"]}}, "synth_mix.bank.sources"),
+    ({"bank": {"max_source_share": 0}}, "synth_mix.bank.max_source_share: 0 is out of range (0.0, 1.0]"),
+    ({"bank": {"sources": ["tape"]}}, "synth_mix.bank.sources: must be a non-empty list of real, folder"),
+    ({"bank": {"sources": ["virtual"], "n_cars": 0}}, "synth_mix.bank.n_cars: sources include 'virtual' but n_cars is 0"),
+    ({"bank": {"cars": {"cylindres": [4]}}}, "synth_mix.bank.cars.cylindres: unknown car parameter"),
     ({"bank": {"n_car": 3}}, "synth_mix.bank.n_car: unknown key (did you mean n_cars?)"),
     ({"device": 3}, "synth_mix.device"),
 ])

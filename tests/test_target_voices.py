@@ -238,9 +238,10 @@ def test_target_drive_of_an_unreadable_loop_names_the_file(noise_ds, prepared_sp
 
 @pytest.mark.parametrize("cfg, msg", [
     ({"tts": {"foo": 1}}, "target_mix.tts.foo: unknown key"),
-    ({"speech": "codrivers"}, "target_mix.speech: must be one of tts, real"),
+    ({"speech": "codrivers"}, "target_mix.speech: 'codrivers' is not one of tts, real"),  # shiftlab.paramschema wording
     ({"tts": {"espeak_variants": -1}}, "target_mix.tts.espeak_variants: must be 'all' or an integer"),
-    ({"tts": {"speed": [200, 100]}}, "target_mix.tts.speed: must be [low, high]"),
+    ({"tts": {"speed": [200, 100]}}, "target_mix.tts.speed: low 200 is above high 100"),
+    ({"tts": {"speed": [20, 100]}}, "target_mix.tts.speed: item 0: 20 is out of range [80, 450]"),
     ({"torcs_drives": 1.5}, "target_mix.torcs_drives: must be an integer"),
     ({"drive": {"nope": [1, 2]}}, "target_mix.drive.nope"),
     ({"snr_db": [0, 1]}, "target_mix.snr_db: unknown key"),

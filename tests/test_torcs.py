@@ -227,7 +227,7 @@ def test_drive_ranges_are_validated(tmp_path):
         rpm.check_ranges({"bogus": 1})
     with pytest.raises(ShiftlabError, match=r"drive\.throttle: must lie in \[0, 1\]"):
         rpm.check_ranges({"throttle": [0.5, 2.0]})
-    with pytest.raises(ShiftlabError, match=r"synth_mix\.bank\.trajectories_per_car: must be an integer >= 1"):
+    with pytest.raises(ShiftlabError, match=r"synth_mix\.bank\.trajectories_per_car: 0 is out of range \[1, inf\]"):
         _section(tmp_path, "synth_mix", {"bank": {"trajectories_per_car": 0}})
     with pytest.raises(ShiftlabError, match=r"synth_mix\.bank\.drive\.idel_rpm: unknown .*did you mean idle_rpm"):
         _section(tmp_path, "synth_mix", {"bank": {"drive": {"idel_rpm": [700, 800]}}})

@@ -55,9 +55,7 @@ dicts with floats rounded to 8 decimals.
 
 from __future__ import annotations
 
-import copy
 import csv
-import difflib
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -65,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from shiftlab import seeding, store
+from shiftlab import paramschema, seeding, store
 from shiftlab.datasets import schema
 from shiftlab.errors import ShiftlabError
 
@@ -97,20 +95,9 @@ ACTIONS = {
 NOT_DISTINGUISHABLE = "not distinguishable from 0"
 VERDICTS = ("helps", "hurts", "equivalent", "inconclusive")
 
-DEFAULTS: dict[str, Any] = {
-    "optimal_error": 0.0,  # Bayes / human-level proxy, a fraction in [0, 1), or {scenario: fraction}
-    "optimal_error_proxy": None,  # what the optimal error stands for: text, or {scenario: text}
-    "n_boot": 2000,  # bootstrap replicates, >= 100
-    "ci": 0.95,  # confidence level, in (0, 1)
-    "seed": 0,  # bootstrap seed, >= 0
-    "cluster": "auto",  # dev/test CI unit: auto | rows | groups
-    "min_groups": 5,  # auto/groups: fewest groups for a cluster bootstrap, >= 2
-    "min_effect": 0.01,  # smallest difference that matters (fraction), in [0, 1]: equivalence margin,
-                         # and a decomposition component is never named below it
-    "power": 0.8,  # the power the minimum detectable effect is computed for, in (0.5, 1)
-    "fit_max_chance_share": 0.5,  # a run "did not fit" when its train error > this x chance error, in (0, 1]
-    "dominant_share": 0.5,  # named when >= this share of the largest component, in (0, 1]
-}
+#: the ``evaluate`` params section: the fields of :class:`shiftlab.paramschema.Evaluate` (types, ranges
+#: and defaults in one place)
+DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.Evaluate)
 
 _KEY = "evaluate"
 _CHUNK_CELLS = 4_000_000  # bootstrap weights drawn per block (n_boot x units)
@@ -120,27 +107,9 @@ _ROUND = 8
 # --------------------------------------------------------------------------- config
 
 
-def _num(c: dict, key: str, lo: float, hi: float, lo_open=False, hi_open=False) -> float:
-    v = c[key]
-    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
-    ok = not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
-    if ok:
-        v = float(v)
-        ok = np.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        raise ShiftlabError(f"{_KEY}.{key}: must be a number in {left}{lo:g}, {hi:g}{right}, got {c[key]!r}")
-    return v
-
-
-def _int(c: dict, key: str, lo: int) -> int:
-    v = c[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ShiftlabError(f"{_KEY}.{key}: must be an integer >= {lo}, got {v!r}")
-    return int(v)
-
-
 def merge_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``cfg`` over :data:`DEFAULTS`, validated; a bad key or value is a one-line ShiftlabError.
+    """``cfg`` over :data:`DEFAULTS`, validated by :class:`shiftlab.paramschema.Evaluate`; a bad key or value
+    is a one-line ShiftlabError.
 
     Keys: ``optimal_error`` [0, 1) or ``{scenario: value}`` (see :func:`for_scenario`);
     ``optimal_error_proxy`` text or ``{scenario: text}``; ``power`` (0.5, 1);
@@ -148,39 +117,7 @@ def merge_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
     ``cluster`` auto | rows | groups; ``min_groups`` int >= 2; ``min_effect`` [0, 1];
     ``dominant_share`` (0, 1].
     """
-    out = copy.deepcopy(DEFAULTS)
-    if cfg is not None:
-        if not isinstance(cfg, Mapping):
-            raise ShiftlabError(f"{_KEY}: must be a mapping of keys, got {cfg!r}")
-        for k, v in cfg.items():
-            if k not in out:
-                hint = difflib.get_close_matches(str(k), list(out), 1)
-                raise ShiftlabError(f"{_KEY}.{k}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}")
-            out[k] = v
-    if isinstance(out["optimal_error"], Mapping):
-        opt = {}
-        for k, v in out["optimal_error"].items():
-            opt[str(k)] = _num({f"optimal_error.{k}": v}, f"optimal_error.{k}", 0.0, 1.0, hi_open=True)
-        out["optimal_error"] = opt
-    else:
-        out["optimal_error"] = _num(out, "optimal_error", 0.0, 1.0, hi_open=True)
-    prox = out["optimal_error_proxy"]
-    if prox is not None and not isinstance(prox, str) and not (
-            isinstance(prox, Mapping) and all(isinstance(v, str) for v in prox.values())):
-        raise ShiftlabError(f"{_KEY}.optimal_error_proxy: must be a text or a mapping scenario -> text, got {prox!r}")
-    if isinstance(prox, Mapping):
-        out["optimal_error_proxy"] = {str(k): v for k, v in prox.items()}
-    out["power"] = _num(out, "power", 0.5, 1.0, lo_open=True, hi_open=True)
-    out["fit_max_chance_share"] = _num(out, "fit_max_chance_share", 0.0, 1.0, lo_open=True)
-    out["n_boot"] = _int(out, "n_boot", 100)
-    out["ci"] = _num(out, "ci", 0.0, 1.0, lo_open=True, hi_open=True)
-    out["seed"] = _int(out, "seed", 0)
-    if out["cluster"] not in ("auto", "rows", "groups"):
-        raise ShiftlabError(f"{_KEY}.cluster: must be one of auto, rows, groups, got {out['cluster']!r}")
-    out["min_groups"] = _int(out, "min_groups", 2)
-    out["min_effect"] = _num(out, "min_effect", 0.0, 1.0)
-    out["dominant_share"] = _num(out, "dominant_share", 0.0, 1.0, lo_open=True)
-    return out
+    return paramschema.merge(paramschema.Evaluate, cfg, _KEY)
 
 
 def for_scenario(cfg: Mapping[str, Any] | None, scenario: str) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from shiftlab import seeding
+from shiftlab import paramschema, seeding
 from shiftlab.errors import ShiftlabError
 from shiftlab.train.data import SplitData, uniforms
 
@@ -49,97 +49,15 @@ _CACHE_ROWS = 100_000
 _FEATURE_KEYS = ("n_fft", "win_length", "hop_length", "f_min", "f_max", "n_mels", "log", "top_db", "log_eps")
 _FEATURES: dict[tuple, dict[bytes, torch.Tensor]] = {}
 
-#: the ``frontend`` sub-section of the trainer's params
-DEFAULTS: dict[str, Any] = {
-    # images
-    "normalize": True,       # (x - train mean) / train std per channel (images) or per mel bin (audio)
-    "hflip": False,          # random horizontal flip, p = 0.5 (training only)
-    "vflip": False,          # random vertical flip, p = 0.5 (training only)
-    "crop_padding": 0,       # random crop after padding this many pixels each side; 0 = off
-    "pad_mode": "constant",  # constant (zeros = black) | reflect
-    # audio
-    "n_mels": 64,
-    "n_fft": 512,
-    "win_length": None,      # null = n_fft
-    "hop_length": 160,       # 10 ms at 16 kHz
-    "f_min": 0.0,
-    "f_max": None,           # null = sampling_rate / 2
-    "log": "db",             # db (AmplitudeToDB, top_db floor) | log (log(x + log_eps))
-    "top_db": 80.0,          # null = no floor
-    "log_eps": 1.0e-6,
-    "audio_seconds": None,   # clip length fed to the model; null = the longest train clip
-    "spec_augment": False,   # SpecAugment masks (training only)
-    "freq_mask": 8,          # max width of a frequency mask (bins)
-    "time_mask": 20,         # max width of a time mask (frames)
-    "n_freq_masks": 2,
-    "n_time_masks": 2,
-}
-
-
-def _err(where: str, key: str, msg: str) -> ShiftlabError:
-    return ShiftlabError(f"{where}.{key}: {msg}")
+#: the ``frontend`` sub-section of the trainer's params: the fields of :class:`shiftlab.paramschema.Frontend`
+#: (types, ranges and defaults in one place)
+DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.Frontend)
 
 
 def merge(cfg: Mapping[str, Any] | None, where: str = "train.frontend") -> dict[str, Any]:
-    """DEFAULTS updated by ``cfg``, validated (one-line ShiftlabError naming the key)."""
-    out = copy.deepcopy(DEFAULTS)
-    if cfg is None:
-        return out
-    if not isinstance(cfg, Mapping):
-        raise ShiftlabError(f"{where}: must be a mapping, got {cfg!r}")
-    import difflib
-
-    for k, v in cfg.items():
-        if k not in DEFAULTS:
-            hint = difflib.get_close_matches(str(k), list(DEFAULTS), 1)
-            raise _err(where, k, "unknown key" + (f" (did you mean {hint[0]}?)" if hint else ""))
-        out[k] = v
-
-    def boolean(k):
-        if not isinstance(out[k], bool):
-            raise _err(where, k, f"must be true or false, got {out[k]!r}")
-
-    def integer(k, lo, nullable=False):
-        v = out[k]
-        if v is None and nullable:
-            return
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise _err(where, k, f"must be an integer >= {lo}{' or null' if nullable else ''}, got {v!r}")
-
-    def number(k, lo, nullable=False, open_lo=False):
-        v = out[k]
-        if v is None and nullable:
-            return
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < lo or (open_lo and v == lo):
-            rel = ">" if open_lo else ">="
-            raise _err(where, k, f"must be a number {rel} {lo}{' or null' if nullable else ''}, got {v!r}")
-        out[k] = float(v)
-
-    def choice(k, options):
-        if out[k] not in options:
-            raise _err(where, k, f"must be one of {', '.join(options)}, got {out[k]!r}")
-
-    for k in ("normalize", "hflip", "vflip", "spec_augment"):
-        boolean(k)
-    integer("crop_padding", 0)
-    choice("pad_mode", ("constant", "reflect"))
-    integer("n_mels", 1)
-    integer("n_fft", 2)
-    integer("win_length", 1, nullable=True)
-    integer("hop_length", 1)
-    number("f_min", 0.0)
-    number("f_max", 0.0, nullable=True, open_lo=True)
-    choice("log", ("db", "log"))
-    number("top_db", 0.0, nullable=True, open_lo=True)
-    number("log_eps", 0.0, open_lo=True)
-    number("audio_seconds", 0.0, nullable=True, open_lo=True)
-    for k in ("freq_mask", "time_mask", "n_freq_masks", "n_time_masks"):
-        integer(k, 0)
-    if out["win_length"] is not None and out["win_length"] > out["n_fft"]:
-        raise _err(where, "win_length", f"must be <= n_fft ({out['n_fft']}), got {out['win_length']}")
-    if out["f_max"] is not None and out["f_max"] <= out["f_min"]:
-        raise _err(where, "f_max", f"must be above f_min ({out['f_min']:g}), got {out['f_max']:g}")
-    return out
+    """DEFAULTS updated by ``cfg``, validated by :class:`shiftlab.paramschema.Frontend` (one-line error naming
+    the key)."""
+    return paramschema.merge(paramschema.Frontend, cfg, where)
 
 
 class Frontend:

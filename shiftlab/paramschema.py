@@ -1,0 +1,997 @@
+"""The schema of ``params.yaml``: one pydantic model per stage section (pydantic v2).
+
+Every knob of a section is a field of its model here: its type, its range (as constraints,
+exported to JSON Schema) and its default. ``extra="forbid"`` makes an unknown key an error.
+``shiftlab params --schema`` writes :func:`json_schema` so editors can complete and check
+``params.yaml``.
+
+The field types below are pydantic types (the JSON Schema shows them) wrapped in one
+``BeforeValidator`` each, which checks the value the way params.yaml always has (no
+coercion: ``"3"`` is not an integer, ``true`` is not a number, an integer is accepted
+for a number) and words the error as one line. :func:`format_error` turns a pydantic
+``ValidationError`` into that line: ``params.yaml: split_images.dev_fractoin: unknown key
+(did you mean dev_fraction?)``.
+
+Sections whose knobs still belong to one module's own validator (``config.ModuleSection``:
+the check, report, train, evaluate, mixing and sweep sections) are named in
+:data:`MODULE_SECTIONS`; they appear in the JSON Schema as open mappings.
+"""
+
+import copy
+import difflib
+import math
+import numbers
+from typing import Any, Callable, Literal, Mapping, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema
+from pydantic import create_model, model_validator
+from typing_extensions import Annotated
+
+from shiftlab.errors import ShiftlabError
+
+# --------------------------------------------------------------------------- field types
+
+
+def _range_text(lo, hi, lo_open=False, hi_open=False) -> str:
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    return f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+
+
+def _in_range(v, lo, hi, lo_open, hi_open) -> bool:
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        return False
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+        return False
+    return True
+
+
+class _Leaf:
+    """A value check (``value -> normalised value``, ``ValueError(reason)``) and its wording."""
+
+    def __init__(self, check: Callable[[Any], Any], describe: str, nullable: bool = False):
+        self.check, self.describe, self.nullable = check, describe, nullable
+
+    def __call__(self, v):
+        if v is None:
+            if self.nullable:
+                return None
+            raise ValueError(f"must be {self.describe}, got null")
+        return self.check(v)
+
+
+class _AnyLeaf(_Leaf):
+    """A leaf whose check also decides what null means."""
+
+    def __init__(self, check: Callable[[Any], Any], describe: str):
+        super().__init__(check, describe, nullable=True)
+
+    def __call__(self, v):
+        return self.check(v)
+
+
+def _typed(core, leaf: _Leaf):
+    """``core`` (the pydantic type, for the JSON Schema) validated by ``leaf`` first."""
+    if leaf.nullable:
+        core = Optional[core]
+    return Annotated[core, BeforeValidator(leaf), Field(description=leaf.describe)]
+
+
+def _int_leaf(lo=None, hi=None, nullable=False) -> _Leaf:
+    desc = f"an integer in {_range_text(lo, hi)}"
+
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):  # int or numpy integer
+            raise ValueError(f"must be {desc}, got {v!r}")
+        v = int(v)
+        if not _in_range(v, lo, hi, False, False):
+            raise ValueError(f"{v} is out of range {_range_text(lo, hi)}")
+        return v
+
+    return _Leaf(check, desc, nullable)
+
+
+def _int_core(lo=None, hi=None):
+    return Annotated[int, Field(ge=lo, le=hi)]
+
+
+def Int(lo=None, hi=None, nullable=False):
+    """An integer in [lo, hi] (a bool or a float is not one)."""
+    return _typed(_int_core(lo, hi), _int_leaf(lo, hi, nullable))
+
+
+def _float_leaf(lo=None, hi=None, lo_open=False, hi_open=False, nullable=False) -> _Leaf:
+    rng = _range_text(lo, hi, lo_open, hi_open)
+    desc = f"a number in {rng}"
+
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):  # int, float or numpy number
+            raise ValueError(f"must be {desc}, got {v!r}")
+        v = float(v)
+        if not math.isfinite(v) or not _in_range(v, lo, hi, lo_open, hi_open):
+            raise ValueError(f"{v:g} is out of range {rng}")
+        return v
+
+    return _Leaf(check, desc, nullable)
+
+
+def _float_core(lo=None, hi=None, lo_open=False, hi_open=False):
+    return Annotated[float, Field(ge=None if lo_open else lo, gt=lo if lo_open else None,
+                                  le=None if hi_open else hi, lt=hi if hi_open else None)]
+
+
+def Float(lo=None, hi=None, lo_open=False, hi_open=False, nullable=False):
+    """A finite number in the range (an integer is taken as a number; a bool is not one)."""
+    return _typed(_float_core(lo, hi, lo_open, hi_open), _float_leaf(lo, hi, lo_open, hi_open, nullable))
+
+
+def _str_leaf(choices=None, nullable=False) -> _Leaf:
+    desc = "one of " + ", ".join(map(str, choices)) if choices else "a string"
+
+    def check(v):
+        if not isinstance(v, str):
+            raise ValueError(f"must be {desc}, got {v!r}")
+        if choices and v not in choices:
+            hint = difflib.get_close_matches(v, choices, 1)
+            extra = f" (did you mean {hint[0]}?)" if hint else ""
+            raise ValueError(f"{v!r} is not {desc}{extra}")
+        return v
+
+    return _Leaf(check, desc, nullable)
+
+
+def Str(choices=None, nullable=False):
+    """A string (one of ``choices`` when given)."""
+    core = Literal[tuple(choices)] if choices else str
+    return _typed(core, _str_leaf(choices, nullable))
+
+
+def _bool_check(v):
+    if not isinstance(v, bool) and not (getattr(v, "dtype", None) is not None and v.dtype.kind == "b"
+                                        and getattr(v, "ndim", 1) == 0):  # a numpy bool from a module caller
+        raise ValueError(f"must be true or false, got {v!r}")
+    return bool(v)
+
+
+Bool = _typed(bool, _Leaf(_bool_check, "true or false"))
+
+
+def _list_leaf(item: _Leaf, min_len=0, max_len=None, nullable=False) -> _Leaf:
+    desc = f"a list of {item.describe}"
+
+    def check(v):
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"must be {desc}, got {v!r}")
+        if len(v) < min_len or (max_len is not None and len(v) > max_len):
+            n = f"{min_len}" if max_len == min_len else f"{min_len}..{max_len or 'any'}"
+            raise ValueError(f"must have {n} items, got {len(v)}")
+        out = []
+        for i, x in enumerate(v):
+            try:
+                out.append(item(x))
+            except ValueError as e:
+                raise ValueError(f"item {i}: {e}") from None
+        return out
+
+    return _Leaf(check, desc, nullable)
+
+
+def List(item: tuple, min_len=0, max_len=None, nullable=False):
+    """A list of ``item`` (``IntItem(...)``, ``StrItem(...)``: a (core, leaf) pair) with min_len..max_len items."""
+    core, leaf = item
+    return _typed(Annotated[list[core], Field(min_length=min_len or None, max_length=max_len)],
+                  _list_leaf(leaf, min_len, max_len, nullable))
+
+
+def IntItem(lo=None, hi=None):
+    return _int_core(lo, hi), _int_leaf(lo, hi)
+
+
+def StrItem(choices=None):
+    return (Literal[tuple(choices)] if choices else str), _str_leaf(choices)
+
+
+def Range(lo=None, hi=None, integer=False):
+    """A [low, high] pair with low <= high inside [lo, hi]."""
+    core, leaf = (_int_core(lo, hi), _int_leaf(lo, hi)) if integer else (_float_core(lo, hi), _float_leaf(lo, hi))
+    inner = _list_leaf(leaf, 2, 2)
+
+    def check(v):
+        v = inner(v)
+        if v[0] > v[1]:
+            raise ValueError(f"low {v[0]} is above high {v[1]}")
+        return v
+
+    return _typed(Annotated[list[core], Field(min_length=2, max_length=2)],
+                  _Leaf(check, f"a [low, high] pair in {_range_text(lo, hi)}"))
+
+
+def _beta_check(v):
+    if v == "balanced":
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"must be a number >= 0 or 'balanced', got {v!r}")
+    return float(v)
+
+
+#: A loss weight: a number >= 0, or 'balanced' (MLY rule, see datasets/splits.py).
+Beta = _typed(Annotated[float, Field(ge=0)] | Literal["balanced"], _Leaf(_beta_check, "a number >= 0 or 'balanced'"))
+
+
+def Checked(leaf: _Leaf, schema_type: Any = Any):
+    """A value checked by ``leaf`` alone (pydantic accepts what it returns); ``schema_type`` is what the
+    JSON Schema shows."""
+    shown = TypeAdapter(Optional[schema_type] if leaf.nullable else schema_type).json_schema()
+    return Annotated[Any, BeforeValidator(leaf), WithJsonSchema({**shown, "description": leaf.describe})]
+
+
+def _lazy(module: str, func: str) -> Callable[[Any], Any]:
+    """``module.func`` imported on first use (a check that belongs to a heavy module)."""
+
+    def check(v):
+        import importlib
+
+        return getattr(importlib.import_module(module), func)(v)
+
+    return check
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Section(BaseModel):
+    """A params section or sub-section: unknown keys forbidden, fields in file order."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_default=False, defer_build=True)
+
+
+def sub(model: type[Section]):
+    """A nested sub-section field (defaults to the sub-section's defaults)."""
+    return Field(default_factory=model)
+
+
+# ---- prepare_images
+
+FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
+_MODES = ["grey", "rgb"]
+
+
+class FashionMnist(Section):
+    dir: Str() = FMNIST_DIR
+    source_rows: Int(1, 60000, nullable=True) = None
+    target_rows: Int(1, 10000, nullable=True) = None
+
+
+class ImageFolder(Section):
+    source: Str(nullable=True) = None
+    target: Str(nullable=True) = None
+    size: List(IntItem(1, 8192), 2, 2, nullable=True) = None
+    mode: Str(_MODES) = "rgb"
+    group_pattern: Str(nullable=True) = None
+
+
+class Hub(Section):
+    id: Str(nullable=True) = None
+    name: Str(nullable=True) = None
+    revision: Str(nullable=True) = None
+    source_split: Str() = "train"
+    target_split: Str() = "test"
+    image_column: Str() = "image"
+    label_column: Str() = "label"
+    group_column: Str(nullable=True) = None
+    size: List(IntItem(1, 8192), 2, 2, nullable=True) = None
+    mode: Str(_MODES) = "rgb"
+    source_rows: Int(1, nullable=True) = None
+    target_rows: Int(1, nullable=True) = None
+
+
+class FramesShake(Section):
+    """Camera shake of the simulated target frames (unlike the synthesis stage's)."""
+
+    max_length: Range(0.0, 500.0) = [8.0, 16.0]
+    exposure: Range(0.001, 1.0) = [0.5, 0.9]
+    anxiety: Range(0.0, 1.0) = [0.015, 0.04]
+    jitter: Range(0.0, 1000.0) = [10.0, 20.0]
+    centripetal: Range(0.0, 100.0) = [0.2, 0.6]
+    impulse_prob: Range(0.0, 1000.0) = [0.05, 0.3]
+    n_steps: Int(2, 100000) = 512
+
+
+class MagickNoise(Section):
+    photons: Range(0.001, 1e9) = [200.0, 1000.0]
+    read_noise: Range(0.0, 255.0) = [0.5, 2.0]
+
+
+_PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"]
+
+
+class Imagemagick(Section):
+    """The video-frame target of shiftlab.datasets.videotarget (no code shared with synth/)."""
+
+    severity: List(IntItem(1, 5), 1) = [1]
+    angle: Range(-360.0, 360.0) = [-45.0, 45.0]
+    noise: MagickNoise = sub(MagickNoise)
+    codec: Str(["h264", "jpeg", "none"]) = "h264"
+    crf: Range(0, 51, integer=True) = [18, 28]
+    preset: Str(_PRESETS) = "medium"
+    quality: Range(1, 95, integer=True) = [30, 70]
+
+
+class Frames(Section):
+    """The simulated video-frame target (shiftlab.synth.frames or shiftlab.datasets.videotarget)."""
+
+    apply: Str(["auto", "on", "off"]) = "auto"
+    seed: Int(0) = 1234
+    shake: FramesShake = sub(FramesShake)
+    defocus_sigma: Range(0.0, 20.0) = [0.3, 0.9]
+    photons: Range(0.001, 1e9) = [150.0, 600.0]
+    read_noise: Range(0.0, 255.0) = [0.5, 2.0]
+    generator: Str(["imagemagick", "shiftlab"]) = "imagemagick"
+    imagemagick: Imagemagick = sub(Imagemagick)
+
+
+class PrepareImages(Section):
+    """``shiftlab prepare images`` -> data/prepared/images (shiftlab.datasets.images)."""
+
+    kind: Str(["fashion_mnist", "folder", "hub"]) = "fashion_mnist"
+    seed: Int(0) = 0
+    fashion_mnist: FashionMnist = sub(FashionMnist)
+    folder: ImageFolder = sub(ImageFolder)
+    hub: Hub = sub(Hub)
+    frames: Frames = sub(Frames)
+
+
+# ---- prepare_speech
+
+
+class Tts(Section):
+    espeak_voices: Int(0, 2000) = 36
+    flite_voices: List(StrItem()) = ["awb", "rms"]
+    speed: Range(80, 450, integer=True) = [130, 200]
+    pitch: Range(0, 99, integer=True) = [25, 75]
+    takes: Int(1, 100) = 1
+    workers: Int(0, 256) = 0
+
+
+class RealSpeech(Section):
+    speakers: List(StrItem(), 1) = ["trigger_rally/ab", "trigger_rally/paula", "trigger_rally/tim",
+                                    "asterisk/allison", "saytime"]
+    trigger_rally_zip: Str() = "/usr/share/games/trigger-rally/data.zip"
+    asterisk_dir: Str() = "/usr/share/asterisk/sounds/en_US_f_Allison"
+    saytime_dir: Str() = "/usr/share/saytime"
+
+
+class SpeechFolder(Section):
+    source: Str(nullable=True) = None
+    target: Str(nullable=True) = None
+    group_pattern: Str(nullable=True) = None
+
+
+class PrepareSpeech(Section):
+    """``shiftlab prepare speech`` -> data/prepared/speech (shiftlab.datasets.speech)."""
+
+    seed: Int(0) = 0
+    sampling_rate: Int(4000, 96000) = 16000
+    clip_seconds: Float(0.1, 30.0) = 1.0
+    # clips quieter (RMS, dBFS) or shorter (s) than these are refused as not speech
+    silence_db: Float(-150.0, 0.0) = -60.0
+    min_seconds: Float(0.0, 30.0) = 0.05
+    vocabulary: Checked(_Leaf(lambda v: v, "a preset name (pace_notes, digits) or a list of words", nullable=True),
+                        str | list[str]) = "pace_notes"
+    source: Str(["tts", "folder"]) = "tts"
+    target: Str(["real", "folder"]) = "real"
+    tts: Tts = sub(Tts)
+    real: RealSpeech = sub(RealSpeech)
+    folder: SpeechFolder = sub(SpeechFolder)
+
+
+# ---- prepare_noise
+
+
+class PrepareNoise(Section):
+    """``shiftlab prepare noise`` -> data/prepared/noise (shiftlab.datasets.noise)."""
+
+    sampling_rate: Int(4000, 96000) = 16000
+    silence_db: Float(-150.0, 0.0) = -60.0
+    recordings: List(StrItem()) = ["trigger_rally/*", "dustracing2d/carEngine", "dustracing2d/skid", "openttd/*",
+                                   "torcs/*"]
+    target_recordings: List(StrItem()) = ["torcs/nsx", "torcs/renault-v10", "torcs/gt40", "torcs/porsche_engine",
+                                          "torcs/corolla1400hi2"]
+    folder: Str(nullable=True) = None
+    trigger_rally_zip: Str() = "/usr/share/games/trigger-rally/data.zip"
+    dustracing2d_dir: Str() = "/usr/share/games/dustracing2d/sounds"
+    opensfx_cat: Str() = "/usr/share/games/openttd/baseset/opensfx/opensfx.cat"
+    torcs_dir: Str() = "/usr/share/games/torcs/data/sound"  # torcs-data: recordings torcs/<name>
+
+
+# ---- split_images, split_audio
+
+
+class Split(Section):
+    """``shiftlab split`` (shiftlab.datasets.splits): train / train_dev / dev / test by group."""
+
+    seed: Int(0) = 0
+    target_train_fraction: Float(0.0, 1.0, hi_open=True) = 0.5
+    dev_fraction: Float(0.0, 1.0, lo_open=True, hi_open=True) = 0.5
+    train_dev_fraction: Float(0.0, 0.5, lo_open=True) = 0.05
+    max_source_rows: Int(1, nullable=True) = None
+    beta_source: Beta = 1.0
+    beta_synthetic: Beta = 1.0
+
+
+class SplitAudio(Split):
+    # evaluation-only splits added to the audio splits, each read from data/prepared/<name> (beside the
+    # input); the names are shiftlab.datasets.schema.CHECK_SPLITS (not imported here: config stays light)
+    check_sets: List(StrItem(["codrivers"])) = ["codrivers"]
+
+
+# ---- synth_blur, synth_blur_narrow (shiftlab.synth.blur; kernels: shiftlab.synth.kernels.sample)
+
+
+def _blur_models(name: str, families, linear, shake) -> type[Section]:
+    """The model of a ``synth_blur*`` section, with its own default kernel ranges."""
+    fam = create_model(f"{name}Families", __base__=Section, __doc__="family mix (weights, normalised; not all 0)",
+                       linear=(Float(0.0), families[0]), shake=(Float(0.0), families[1]))
+    lin = create_model(f"{name}Linear", __base__=Section,
+                       __doc__="straight blur (albumentations MotionBlur semantics): length px, angle degrees, "
+                               "direction = weight profile along the segment (0 = symmetric)",
+                       length=(Range(0.0, 500.0), linear[0]), angle=(Range(-360.0, 360.0), linear[1]),
+                       direction=(Range(-1.0, 1.0), linear[2]))
+    shk = create_model(f"{name}Shake", __base__=Section, __doc__="camera shake (Boracchi & Foi 2012)",
+                       max_length=(Range(0.0, 500.0), shake[0]), exposure=(Range(0.001, 1.0), shake[1]),
+                       anxiety=(Range(0.0, 1.0), shake[2]), jitter=(Range(0.0, 1000.0), shake[3]),
+                       centripetal=(Range(0.0, 100.0), shake[4]), impulse_prob=(Range(0.0, 1000.0), shake[5]),
+                       n_steps=(Int(2, 100000), 512))
+    kern = create_model(f"{name}Kernels", __base__=Section,
+                        __doc__="kernel ranges of shiftlab.synth.kernels.sample: [low, high] draws uniformly, "
+                                "[v, v] fixes a value",
+                        families=(fam, sub(fam)), linear=(lin, sub(lin)), shake=(shk, sub(shk)))
+    return create_model(
+        name, __base__=Section,
+        __doc__="``shiftlab synth blur``: motion-blurred copies of sharp train images (shiftlab.synth.blur).",
+        seed=(Int(0), 0), fraction=(Float(0.0, 1.0), 1.0), copies=(Int(1, 1000), 1),
+        batch_size=(Int(1, 1 << 20), 512), device=(Str(), "auto"), workers=(Int(0, 256), 0),
+        kernels=(kern, sub(kern)))
+
+
+_SHAKE = ([5.0, 25.0], [0.3, 1.0], [0.001, 0.01], [0.0, 10.0], [0.0, 0.7], [0.0, 0.2])
+#: the default synthesis and a deliberately narrow one (one kernel: 9 px at 45 degrees)
+SynthBlur = _blur_models("SynthBlur", (0.5, 0.5), ([3.0, 15.0], [0.0, 180.0], [-1.0, 1.0]), _SHAKE)
+SynthBlurNarrow = _blur_models("SynthBlurNarrow", (1.0, 0.0), ([9.0, 9.0], [45.0, 45.0], [0.0, 0.0]), _SHAKE)
+
+
+# ---- calibrate_blur
+
+
+class CalibrateBlur(Section):
+    """``shiftlab calibrate blur`` (shiftlab.synth.calibrate): candidate kernel ranges scored against the target
+    rows of train with check_images' realism metrics and gates. grid / candidates / check replace their
+    defaults whole."""
+
+    seed: Int(0) = 0
+    base: Str(["synth_blur", "synth_blur_narrow"]) = "synth_blur"
+    source_rows: Int(20) = 1000
+    target_rows: Int(10) = 1000
+    grid: Checked(_Leaf(_lazy("shiftlab.synth.calibrate", "check_grid"),
+                        "a mapping of kernel keys (e.g. linear.length) to lists of values", nullable=True),
+                  dict[str, list]) = {"linear.length": [[3.0, 11.0], [3.0, 15.0], [3.0, 19.0]],
+                                                "shake.max_length": [[5.0, 18.0], [5.0, 25.0], [8.0, 32.0]]}
+    candidates: Checked(_Leaf(_lazy("shiftlab.synth.calibrate", "check_candidates"),
+                              "a list of partial kernel mappings", nullable=True), list[dict]) = []
+    criterion: Str(["domain_auc", "frechet"]) = "domain_auc"
+    check: Checked(_Leaf(_lazy("shiftlab.synth.calibrate", "check_overrides"), "a mapping of check_images keys",
+                         nullable=True), dict) = {}
+    workers: Int(0) = 0
+    report: Str() = "reports/calibrate_blur.md"
+    plot: Str() = "reports/calibrate_blur.png"
+    metrics: Str() = "metrics/calibrate_blur.json"
+
+
+# ---- experiment
+
+_SEED_LIST = _list_leaf(_int_leaf(0), 1)
+SCENARIOS = ("images", "audio")
+
+
+def _check_seeds(v):
+    """experiment.seeds: one list for every scenario, or a mapping scenario -> list."""
+    if isinstance(v, dict):
+        out = {}
+        for k, x in v.items():
+            if k not in SCENARIOS:
+                raise ValueError(f"unknown scenario {k!r} (one of {', '.join(SCENARIOS)})")
+            try:
+                out[k] = _SEED_LIST(x)
+            except ValueError as e:
+                raise ValueError(f"{k}: {e}") from None
+        missing = [k for k in SCENARIOS if k not in out]
+        if missing:
+            raise ValueError(f"no seeds for {', '.join(missing)}")
+        return out
+    return _SEED_LIST(v)
+
+
+_SeedList = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
+class Experiment(Section):
+    """The comparison matrix: dvc.yaml's train stages run every variant x seed."""
+
+    variants: List(StrItem(["nosynth", "synth", "narrow"]), 1) = ["nosynth", "synth", "narrow"]
+    # one list for both scenarios, or {images: [...], audio: [...]}
+    seeds: Checked(_Leaf(_check_seeds, "a list of integers >= 0, or a mapping images/audio -> such a list"),
+                   _SeedList | dict[Literal["images", "audio"], _SeedList]) = [0, 1, 2]
+    # runs trained side by side by `shiftlab train --all` (each with its section's num_threads);
+    # 0 = auto: CPU cores // num_threads (1 on CUDA). Results do not depend on it.
+    jobs: Int(0) = 0
+
+
+# ---- module options (sub-sections of module-validated sections)
+
+
+class Frontend(Section):
+    """The trainer's front end (``train_*.frontend``; shiftlab.train.frontend): image augmentation and
+    normalisation, the audio log-mel features and SpecAugment."""
+
+    # images
+    normalize: Bool = True  # (x - train mean) / train std per channel (images) or per mel bin (audio)
+    hflip: Bool = False  # random horizontal flip, p = 0.5 (training only)
+    vflip: Bool = False  # random vertical flip, p = 0.5 (training only)
+    crop_padding: Int(0) = 0  # random crop after padding this many pixels each side; 0 = off
+    pad_mode: Str(["constant", "reflect"]) = "constant"  # constant (zeros = black) | reflect
+    # audio
+    n_mels: Int(1) = 64
+    n_fft: Int(2) = 512
+    win_length: Int(1, nullable=True) = None  # null = n_fft
+    hop_length: Int(1) = 160  # 10 ms at 16 kHz
+    f_min: Float(0.0) = 0.0
+    f_max: Float(0.0, lo_open=True, nullable=True) = None  # null = sampling_rate / 2
+    log: Str(["db", "log"]) = "db"  # db (AmplitudeToDB, top_db floor) | log (log(x + log_eps))
+    top_db: Float(0.0, lo_open=True, nullable=True) = 80.0  # null = no floor
+    log_eps: Float(0.0, lo_open=True) = 1.0e-6
+    audio_seconds: Float(0.0, lo_open=True, nullable=True) = None  # clip length fed to the model; null = longest
+    spec_augment: Bool = False  # SpecAugment masks (training only)
+    freq_mask: Int(0) = 8  # max width of a frequency mask (bins)
+    time_mask: Int(0) = 20  # max width of a time mask (frames)
+    n_freq_masks: Int(0) = 2
+    n_time_masks: Int(0) = 2
+
+    @model_validator(mode="after")
+    def _windows(self):
+        if self.win_length is not None and self.win_length > self.n_fft:
+            raise KeyProblem("win_length", f"must be <= n_fft ({self.n_fft}), got {self.win_length}")
+        if self.f_max is not None and self.f_max <= self.f_min:
+            raise KeyProblem("f_max", f"must be above f_min ({self.f_min:g}), got {self.f_max:g}")
+        return self
+
+
+# ---- synth_mix, synth_mix_narrow, target_mix (shiftlab.mixing.mix, .bank, .target)
+
+#: the kinds of noise a bank can hold (``synth_mix.bank.sources``)
+SOURCES = ("real", "folder", "virtual", "torcs")
+#: the silence floor of noise clips and segments (dBFS)
+SILENCE_DB = -60.0
+#: most seconds rendered per virtual car (shiftlab.mixing.cars.MAX_SECONDS)
+CAR_MAX_SECONDS = 3600.0
+
+
+def _sources(v):
+    src = [v] if isinstance(v, str) else v
+    if not isinstance(src, (list, tuple)) or not src or any(s not in SOURCES for s in src):
+        raise ValueError(f"must be a non-empty list of {', '.join(SOURCES)}, got {v!r}")
+    return sorted(set(src), key=SOURCES.index)
+
+
+def _patterns(what: str) -> Callable[[Any], list]:
+    """A non-empty list of non-empty strings (one string is a list of one)."""
+
+    def check(v):
+        rec = [v] if isinstance(v, str) else v
+        if not isinstance(rec, (list, tuple)) or not rec or not all(isinstance(p, str) and p for p in rec):
+            raise ValueError(f"must be a non-empty list of {what}, got {v!r}")
+        return list(rec)
+
+    return check
+
+
+def _path(v):
+    import os
+
+    if not isinstance(v, (str, os.PathLike)) or not str(v):
+        raise ValueError(f"must be a folder path, got {v!r}")
+    return v
+
+
+def _path_or_null(v):
+    import os
+
+    if v is not None and not isinstance(v, (str, os.PathLike)):
+        raise ValueError(f"must be a path or null, got {v!r}")
+    return v
+
+
+def _torcs_road(v):
+    if v is not None and (not isinstance(v, str) or not v.startswith("torcs/") or len(v) <= 6):
+        raise ValueError(f"must be a TORCS recording id (e.g. torcs/road-ride) or null, got {v!r}")
+    return v
+
+
+def _overrides(v):
+    """Range overrides checked by their module (shiftlab.mixing.cars / rpm.check_ranges); null = none."""
+    return {} if v is None else v
+
+
+def _snr(v):
+    """An SNR range [lo, hi] dB in [-60, 100] (a number = constant)."""
+    spec = v if isinstance(v, (list, tuple)) else [v, v]
+    ok = len(spec) == 2 and all(
+        not isinstance(x, bool) and isinstance(x, numbers.Real) and math.isfinite(float(x)) for x in spec)
+    if not ok:
+        raise ValueError(f"must be [lo, hi] dB or a number, got {v!r}")
+    lo, hi = float(spec[0]), float(spec[1])
+    if hi < lo:
+        raise ValueError(f"range [{lo:g}, {hi:g}] has lo > hi")
+    if lo < -60.0 or hi > 100.0:
+        raise ValueError(f"must lie in [-60, 100] dB, got [{lo:g}, {hi:g}]")
+    return [lo, hi]
+
+
+_SnrDb = Checked(_Leaf(_snr, "an SNR range [low, high] dB in [-60, 100], or a number"),
+                 Annotated[list[Annotated[float, Field(ge=-60.0, le=100.0)]], Field(min_length=2, max_length=2)]
+                 | Annotated[float, Field(ge=-60.0, le=100.0)])
+_Patterns = Checked(_Leaf(_patterns("id patterns"), "a non-empty list of fnmatch patterns over recording ids"),
+                    Annotated[list[str], Field(min_length=1)])
+_RangeOverrides = Checked(_AnyLeaf(_overrides, "range overrides (module DEFAULT_RANGES keys -> [low, high] or a "
+                                             "number); null = none"), dict[str, Any])
+
+
+_Sources = Checked(_Leaf(_sources, f"a non-empty list of {', '.join(SOURCES)}"),
+                   Annotated[list[Literal[SOURCES]], Field(min_length=1)])
+
+
+class Bank(Section):
+    """The noise bank of a car-noise synthesis (``synth_mix.bank``; shiftlab.mixing.bank)."""
+
+    # which noise: real = the source-domain rows of data/prepared/noise, folder = the audio files under
+    # `folder`, virtual = n_cars virtual cars (shiftlab.mixing.cars), torcs = real TORCS engine loops driven
+    # through seeded RPM trajectories (shiftlab.mixing.rpm)
+    sources: _Sources = ["real", "torcs"]
+    # fnmatch patterns over the real recording ids (source domain only); the raw TORCS engine loops are left
+    # to "torcs", which drives them
+    recordings: _Patterns = ["trigger_rally/*", "dustracing2d/*", "openttd/*", "torcs/road-ride",
+                             "torcs/out_of_road*", "torcs/skid*", "torcs/axle", "torcs/turbo1", "torcs/backfire_loop"]
+    # a folder of noise files (files in one sub-folder form one group)
+    folder: Checked(_Leaf(_path_or_null, "a path or null", nullable=True), str) = None
+    n_cars: Int(0) = 40  # virtual cars (each its own group)
+    seconds_per_car: Float(0.0, CAR_MAX_SECONDS, lo_open=True) = 20.0  # seconds rendered per virtual car / drive
+    cars: _RangeOverrides = {}  # car parameter range overrides (shiftlab.mixing.cars.DEFAULT_RANGES keys)
+    torcs_dir: Checked(_Leaf(_path, "a folder path"), str) = "/usr/share/games/torcs/data/sound"
+    # fnmatch patterns over TORCS car names (cars held out for the target never match)
+    torcs_cars: Checked(_Leaf(_patterns("car name patterns"), "a non-empty list of car name patterns"),
+                        Annotated[list[str], Field(min_length=1)]) = ["*"]
+    trajectories_per_car: Int(1) = 3  # drives per TORCS car, seconds_per_car each
+    # a TORCS recording id mixed under every drive as road noise (torcs/road-ride), or null
+    torcs_road: Checked(_Leaf(_torcs_road, "a TORCS recording id or null", nullable=True), str) = None
+    drive: _RangeOverrides = {}  # RPM trajectory range overrides (shiftlab.mixing.rpm.DEFAULT_RANGES keys)
+    silence_db: Float(-200.0, 0.0) = SILENCE_DB  # a clip below this RMS (dBFS) is rejected
+    max_source_share: Float(0.0, 1.0, lo_open=True) = 0.1  # most draws any one group may get (share of all)
+    min_segment_db: Float(-200.0, 0.0) = SILENCE_DB  # segments quieter than this (dBFS) are never drawn
+
+    @model_validator(mode="after")
+    def _sources_need(self):
+        if "folder" in self.sources and not self.folder:
+            raise KeyProblem("folder", "sources include 'folder' but no folder is set")
+        if "virtual" in self.sources and self.n_cars < 1:
+            raise KeyProblem("n_cars", f"sources include 'virtual' but n_cars is {self.n_cars}")
+        return self
+
+
+class NarrowBank(Bank):
+    """The book's trap: ONE short recording (dustracing2d's 1.5 s skid) reused under all the speech."""
+
+    sources: _Sources = ["real"]
+    recordings: _Patterns = ["dustracing2d/skid"]
+    max_source_share: Float(0.0, 1.0, lo_open=True) = 1.0
+
+
+class SynthMix(Section):
+    """``shiftlab mix``: clean source speech + car noise at a drawn SNR (shiftlab.mixing.mix)."""
+
+    seed: Int(0) = 0
+    fraction: Float(0.0, 1.0) = 1.0  # share of the eligible parents mixed
+    copies: Int(1) = 1  # synthetic rows per chosen parent
+    snr_db: _SnrDb = [0.0, 20.0]  # SNR range (uniform), dB; a number = constant
+    peak_limit: Float(0.0, 1.0, lo_open=True) = 1.0  # clipping guard: rows peaking above this are scaled down
+    bank: Bank = sub(Bank)  # noise sources and the draw policy
+    device: Str() = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: Int(1) = 256  # rows mixed per batch (no effect on the output)
+
+
+class SynthMixNarrow(SynthMix):
+    __doc__ = NarrowBank.__doc__
+    bank: NarrowBank = sub(NarrowBank)
+
+
+def _espeak_variants(v):
+    if v == "all":
+        return v
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+        raise ValueError(f"must be 'all' or an integer >= 0, got {v!r}")
+    return int(v)
+
+
+def _voices(v):
+    names = v if v is not None else []
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"must be a list of voice names, got {v!r}")
+    return list(names)
+
+
+_Voices = Checked(_AnyLeaf(_voices, "a list of voice names (null = none)"), list[str])
+
+
+class TargetTts(Section):
+    """Held-out TTS voices of the target (shiftlab.datasets.speech.heldout_tts_speech)."""
+
+    # espeak-ng variants no source voice uses, one voice (accent drawn) each: 'all' or how many
+    espeak_variants: Checked(_Leaf(_espeak_variants, "'all' or an integer >= 0"),
+                             Literal["all"] | Annotated[int, Field(ge=0)]) = "all"
+    flite_voices: _Voices = ["kal16", "slt"]
+    festival_voices: _Voices = ["cmu_us_slt_arctic_hts", "kal_diphone", "ked_diphone"]  # Debian festvox-* voices
+    speed: Range(80, 450, integer=True) = [130, 200]  # words per minute, drawn per take
+    pitch: Range(0, 99, integer=True) = [25, 75]  # espeak-ng pitch 0-99, drawn per take
+    takes: Int(1, 100) = 2  # utterances per word per voice (festival HTS voices: 1, they ignore the speed)
+    workers: Int(0, 256) = 0  # synthesis threads; 0 = all cores
+
+
+class TargetMix(Section):
+    """``shiftlab prepare target``: the audio target = held-out speech mixed with real car recordings held out
+    from every synthesis bank (shiftlab.mixing.target)."""
+
+    seed: Int(0) = 0
+    # tts: held-out TTS voices (tts below) | real: the prepared speech's target rows (codrivers)
+    speech: Str(["tts", "real"]) = "tts"
+    tts: TargetTts = sub(TargetTts)
+    target_snr_db: _SnrDb = [-5.0, 15.0]  # SNR range (uniform) of the target mixes, dB: the target's own prior
+    recordings: _Patterns = ["*"]  # fnmatch patterns over the target-domain noise ids
+    torcs_drives: Int(0, 1000) = 8  # RPM drives per held-out TORCS car (0 = its raw loops)
+    seconds_per_drive: Float(0.0, 3600.0, lo_open=True) = 20.0
+    drive: _RangeOverrides = {}  # RPM trajectory range overrides (shiftlab.mixing.rpm.DEFAULT_RANGES keys)
+    max_source_share: Float(0.0, 1.0, lo_open=True) = 0.2  # per-group cap of the target draws
+    min_segment_db: Float(-200.0, 0.0) = SILENCE_DB
+    peak_limit: Float(0.0, 1.0, lo_open=True) = 1.0
+    codrivers: Bool = True  # speech tts: the prepared real target rows (codrivers) -> an evaluation-only check set
+
+
+# ---- evaluate
+
+_FRACTION = _float_leaf(0.0, 1.0, hi_open=True)
+
+
+def _per_scenario(leaf: _Leaf) -> Callable[[Any], Any]:
+    """``leaf`` applied to a value, or to every value of a mapping scenario -> value (errors name the scenario)."""
+
+    def check(v):
+        if isinstance(v, Mapping):
+            out = {}
+            for k, x in v.items():
+                try:
+                    out[str(k)] = leaf(x)
+                except ValueError as e:
+                    raise KeyProblem(str(k), str(e)) from None
+            return out
+        return leaf(v)
+
+    return check
+
+
+def _text(v):
+    if not isinstance(v, str):
+        raise ValueError(f"must be a text or a mapping scenario -> text, got {v!r}")
+    return v
+
+
+_FRACTION_SCHEMA = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Evaluate(Section):
+    """``shiftlab evaluate`` (shiftlab.train.evaluate): per-run bootstrap CIs, the MLY decomposition and
+    seed-paired verdicts. Fixed before any result is seen: the equivalence margin (min_effect), the power of
+    the MDE, the fewest groups for a verdict, and the rule that flags runs that did not fit."""
+
+    # Bayes / human-level proxy, a fraction in [0, 1), or {scenario: fraction}
+    optimal_error: Checked(_Leaf(_per_scenario(_FRACTION), "a fraction in [0, 1), or a mapping scenario -> it"),
+                           _FRACTION_SCHEMA | dict[str, _FRACTION_SCHEMA]) = 0.0
+    # what the optimal error stands for: text, or {scenario: text}
+    optimal_error_proxy: Checked(_Leaf(_per_scenario(_text), "a text or a mapping scenario -> text", nullable=True),
+                                 str | dict[str, str]) = None
+    n_boot: Int(100) = 2000  # bootstrap replicates
+    ci: Float(0.0, 1.0, lo_open=True, hi_open=True) = 0.95  # confidence level
+    seed: Int(0) = 0  # bootstrap seed
+    cluster: Str(["auto", "rows", "groups"]) = "auto"  # dev/test CI unit
+    min_groups: Int(2) = 5  # auto/groups: fewest groups for a cluster bootstrap
+    # smallest difference that matters (fraction): equivalence margin, and a decomposition component is
+    # never named below it
+    min_effect: Float(0.0, 1.0) = 0.01
+    power: Float(0.5, 1.0, lo_open=True, hi_open=True) = 0.8  # the power the minimum detectable effect is for
+    fit_max_chance_share: Float(0.0, 1.0, lo_open=True) = 0.5  # "did not fit": train error > this x chance error
+    dominant_share: Float(0.0, 1.0, lo_open=True) = 0.5  # named when >= this share of the largest component
+
+
+#: params.yaml section -> its model (the sections validated here), in file order
+MODELS: dict[str, type[Section]] = {
+    "prepare_images": PrepareImages,
+    "prepare_speech": PrepareSpeech,
+    "prepare_noise": PrepareNoise,
+    "split_images": Split,
+    "split_audio": SplitAudio,
+    "synth_blur": SynthBlur,
+    "synth_blur_narrow": SynthBlurNarrow,
+    "calibrate_blur": CalibrateBlur,
+    "experiment": Experiment,
+}
+
+#: sections still validated by a module of their own (config.ModuleSection), as ``module.function``
+MODULE_SECTIONS: dict[str, str] = {
+    "target_mix": "shiftlab.mixing.target.check_cfg",
+    "synth_mix": "shiftlab.mixing.mix.check_cfg",
+    "synth_mix_narrow": "shiftlab.mixing.mix.check_cfg",
+    "check_images": "shiftlab.synth.diversity.check_cfg",
+    "check_audio": "shiftlab.mixing.diversity.check_cfg",
+    "train_images": "shiftlab.train.trainer.merge",
+    "train_audio": "shiftlab.train.trainer.merge",
+    "evaluate": "shiftlab.train.evaluate.merge_config",
+    "report": "shiftlab.train.report.merge_config",
+    "sweep_cars": "shiftlab.train.sweep.check_cfg",
+}
+
+
+#: every params.yaml section, in file order
+SECTIONS = ("prepare_images", "prepare_speech", "prepare_noise", "split_images", "split_audio", "synth_blur",
+            "synth_blur_narrow", "target_mix", "synth_mix", "synth_mix_narrow", "check_images", "check_audio",
+            "calibrate_blur", "experiment", "train_images", "train_audio", "evaluate", "report", "sweep_cars")
+
+#: module sections whose module validates them with a model here (the JSON Schema shows the model)
+MODULE_MODELS: dict[str, type[Section]] = {"target_mix": TargetMix, "synth_mix": SynthMix,
+                                           "synth_mix_narrow": SynthMixNarrow, "evaluate": Evaluate}
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _field_names_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the (sub-)model reached by following ``loc`` from ``model``."""
+    for part in loc:
+        f = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(f, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            break
+    return list(model.model_fields)
+
+
+def format_error(err: ValidationError, model: type[BaseModel], where: str) -> str:
+    """The first error of ``err`` as one line ``where.key.sub: reason`` (without the file name)."""
+    e = err.errors(include_url=False)[0]
+    loc = tuple(e["loc"])
+    name = ".".join([where, *map(str, loc)]) if where else ".".join(map(str, loc))
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        hint = difflib.get_close_matches(str(loc[-1]), _field_names_at(model, loc[:-1]), 1)
+        return f"{name}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{name}: must be a mapping of keys, got {e['input']!r}"
+    if kind == "value_error" and "error" in e.get("ctx", {}):
+        err_ = e["ctx"]["error"]
+        if isinstance(err_, KeyProblem):
+            name = f"{name}.{err_.key}" if name else err_.key
+        return f"{name}: {err_}"
+    return f"{name}: {e['msg']}"
+
+
+class KeyProblem(ValueError):
+    """A check across fields (a model validator) that names the key at fault: ``where.key: message``."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+class ParamsError(ShiftlabError, ValueError):
+    """A section that does not fit its model; ``str()`` is the one-line message without the file name."""
+
+
+def validate_section(model: type[Section], value, where: str) -> Section:
+    """``value`` (a mapping from params.yaml, or None) as a ``model`` instance; :class:`ParamsError` if invalid."""
+    if value is not None and not isinstance(value, dict):
+        raise ParamsError(f"{where}: must be a mapping of keys, got {value!r}")
+    try:
+        return model.model_validate(value or {})
+    except ValidationError as e:
+        raise ParamsError(format_error(e, model, where)) from None
+
+
+def dump(obj: Section, raw=None) -> dict:
+    """A validated section as plain nested dicts: the keys written in ``raw`` first, in their order,
+    then the defaults in field order (how params sections have always been returned). Without
+    ``raw``: field order throughout."""
+    out = {}
+    raw = raw if isinstance(raw, dict) else {}
+    names = [k for k in raw if k in type(obj).model_fields] + [k for k in type(obj).model_fields if k not in raw]
+    for k in names:
+        v = getattr(obj, k)
+        out[k] = dump(v, raw.get(k)) if isinstance(v, BaseModel) else _copy(v)
+    return out
+
+
+_TOP: dict = {}
+
+
+def _top_model(model: type[Section], own: tuple) -> type[Section]:
+    """``model`` with the fields in ``own`` taking any value (checked by their module instead)."""
+    if not own:
+        return model
+    key = (model, own)
+    if key not in _TOP:
+        fields = {k: ((Any, None) if k in own else (f.annotation, f)) for k, f in model.model_fields.items()}
+        _TOP[key] = create_model(model.__name__, __base__=Section, __doc__=model.__doc__, **fields)
+    return _TOP[key]
+
+
+def merge(model: type[Section], cfg: Mapping[str, Any] | None, where: str, base: Mapping[str, Any] | None = None,
+          own: tuple = ()) -> dict:
+    """A module's options: ``cfg`` merged key by key over ``base`` (default: the model's defaults) and validated
+    by ``model``, as a plain dict in ``base``'s key order. Keys in ``own`` are passed through unchecked (their
+    module checks them: e.g. ``synth_blur.kernels``, a :func:`shiftlab.synth.kernels.sample` cfg). Errors are
+    :class:`ParamsError` lines naming ``where.key``."""
+    if cfg is not None and not isinstance(cfg, Mapping):
+        raise ParamsError(f"{where}: must be a mapping of keys, got {cfg!r}")
+    merged = copy.deepcopy(dict(defaults(model) if base is None else base))
+    for k, v in (cfg or {}).items():
+        merged[k] = copy.deepcopy(v)
+    own = tuple(own)
+    checked = {k: v for k, v in merged.items() if k not in own}
+    obj = validate_section(_top_model(model, own), checked, where)
+    values = dump(obj, {k: None for k in checked})  # sub-sections in field order (merged over their defaults)
+    return {k: (merged[k] if k in own else values[k]) for k in merged}
+
+
+def _copy(v):
+    if isinstance(v, dict):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_copy(x) for x in v]
+    return v
+
+
+def defaults(model: type[Section]) -> dict:
+    """The defaults of a section model as nested dicts."""
+    return dump(model())
+
+
+# --------------------------------------------------------------------------- JSON Schema
+
+
+def json_schema() -> dict:
+    """JSON Schema (draft 2020-12) of the whole params.yaml: one property per section."""
+    props: dict[str, Any] = {}
+    defs: dict[str, Any] = {}
+    models = {**MODELS, **MODULE_MODELS}
+    for name in SECTIONS:
+        if name in models:
+            s = models[name].model_json_schema(ref_template="#/$defs/{model}")
+            defs.update(s.pop("$defs", {}))
+            props[name] = s
+        else:
+            props[name] = {"type": ["object", "null"],
+                           "description": f"validated by {MODULE_SECTIONS[name]} (its DEFAULTS list the keys)"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "shiftlab params.yaml",
+        "description": "The only configuration of shiftlab: one section per pipeline stage.",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": props,
+        "$defs": defs,
+    }

@@ -1,0 +1,136 @@
+"""shiftlab.paramschema: the pydantic models of params.yaml, their one-line errors and the JSON Schema export."""
+
+import json
+
+import pytest
+import yaml
+
+from shiftlab import cli, config, paramschema
+from shiftlab.errors import ShiftlabError
+
+
+def _resolve(schema, node):
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def _schema_defaults(schema, node):
+    """The defaults a JSON Schema states, as nested dicts (sub-sections recursively)."""
+    node = _resolve(schema, node)
+    out = {}
+    for k, p in node["properties"].items():
+        out[k] = _schema_defaults(schema, p) if "default" not in p else p["default"]
+    return out
+
+
+def test_every_section_is_in_the_schema_and_unknown_keys_are_forbidden():
+    s = paramschema.json_schema()
+    assert s["additionalProperties"] is False
+    assert list(s["properties"]) == list(config.SCHEMA)  # file order
+    for name in [*paramschema.MODELS, *paramschema.MODULE_MODELS]:
+        node = _resolve(s, s["properties"][name])
+        assert node["additionalProperties"] is False, name
+    json.dumps(s)  # plain JSON
+
+
+@pytest.mark.parametrize("name", [*paramschema.MODELS, *paramschema.MODULE_MODELS])
+def test_schema_defaults_are_the_model_defaults(name):
+    s = paramschema.json_schema()
+    assert _schema_defaults(s, s["properties"][name]) == config.defaults()[name]
+
+
+def test_ranges_are_schema_constraints():
+    s = paramschema.json_schema()
+    split = _resolve(s, s["properties"]["split_images"])["properties"]
+    assert split["dev_fraction"]["exclusiveMinimum"] == 0.0 and split["dev_fraction"]["exclusiveMaximum"] == 1.0
+    assert split["train_dev_fraction"]["exclusiveMinimum"] == 0.0 and split["train_dev_fraction"]["maximum"] == 0.5
+    assert split["seed"] == {"default": 0, "description": "an integer in [0, inf]", "minimum": 0, "title": "Seed",
+                             "type": "integer"}
+    speech = _resolve(s, s["properties"]["prepare_speech"])["properties"]
+    assert speech["sampling_rate"]["minimum"] == 4000 and speech["sampling_rate"]["maximum"] == 96000
+    tts = _resolve(s, speech["tts"])["properties"]
+    assert tts["speed"]["minItems"] == tts["speed"]["maxItems"] == 2
+    assert tts["speed"]["items"] == {"maximum": 450, "minimum": 80, "type": "integer"}
+    kind = _resolve(s, s["properties"]["prepare_images"])["properties"]["kind"]
+    assert kind["enum"] == ["fashion_mnist", "folder", "hub"]
+
+
+def test_params_schema_cli_writes_the_schema(tmp_path, capsys):
+    out = tmp_path / "params.schema.json"
+    assert cli.main(["params", "--schema", str(out)]) == 0
+    assert json.loads(out.read_text()) == paramschema.json_schema()
+    capsys.readouterr()
+    assert cli.main(["params", "--schema"]) == 0
+    assert json.loads(capsys.readouterr().out)["title"] == "shiftlab params.yaml"
+
+
+def test_models_are_typed_objects():
+    m = paramschema.validate_section(paramschema.SynthBlur, {"kernels": {"linear": {"length": [2, 9]}}}, "synth_blur")
+    assert m.kernels.linear.length == [2.0, 9.0] and isinstance(m.kernels.linear.length[0], float)
+    assert m.kernels.shake.n_steps == 512 and m.copies == 1
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"synth_blur": {"kernels": {"linear": {"lenght": [1, 2]}}}},
+     "synth_blur.kernels.linear.lenght: unknown key (did you mean length?)"),
+    ({"synth_blur": {"kernels": {"shake": {"n_steps": 1}}}}, "synth_blur.kernels.shake.n_steps: 1 is out of range [2, 100000]"),
+    ({"synth_blur": {"fraction": True}}, "synth_blur.fraction: must be a number in [0.0, 1.0], got True"),
+    ({"synth_blur": {"fraction": "0.5"}}, "synth_blur.fraction: must be a number in [0.0, 1.0], got '0.5'"),
+    ({"synth_blur": {"copies": None}}, "synth_blur.copies: must be an integer in [1, 1000], got null"),
+    ({"synth_blur": {"kernels": 3}}, "synth_blur.kernels: must be a mapping of keys, got 3"),
+    ({"prepare_images": {"frames": {"imagemagick": {"severity": [1, 6]}}}},
+     "prepare_images.frames.imagemagick.severity: item 1: 6 is out of range [1, 5]"),
+    ({"split_audio": {"check_sets": ["codriver"]}},
+     "split_audio.check_sets: item 0: 'codriver' is not one of codrivers (did you mean codrivers?)"),
+    ({"experiment": {"variants": []}}, "experiment.variants: must have 1..any items, got 0"),
+    ({"prepare_images": {"folder": {"mode": True}}}, "prepare_images.folder.mode: must be one of grey, rgb, got True"),
+    ({"split_images": {"beta_source": True}}, "split_images.beta_source: must be a number >= 0 or 'balanced', got True"),
+])
+def test_one_line_errors(tmp_path, data, expected):
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(data))
+    with pytest.raises(ShiftlabError) as e:
+        config.load(p)
+    assert str(e.value) == f"{p}: {expected}"
+
+
+def test_empty_sub_section_takes_defaults_with_a_warning(tmp_path, capsys):
+    p = tmp_path / "params.yaml"
+    p.write_text("prepare_images:\n  frames:\n    shake:\n")
+    got = config.section("prepare_images", p)
+    assert got["frames"]["shake"] == config.defaults()["prepare_images"]["frames"]["shake"]
+    assert "prepare_images.frames.shake: empty section" in capsys.readouterr().err
+
+
+def test_dump_keeps_the_file_order_then_defaults():
+    raw = {"dev_fraction": 0.4, "seed": 2}
+    got = paramschema.dump(paramschema.validate_section(paramschema.Split, raw, "split_images"), raw)
+    assert list(got)[:3] == ["dev_fraction", "seed", "target_train_fraction"] and got["dev_fraction"] == 0.4
+
+
+def test_module_options_use_the_models():
+    """train.frontend and evaluate are validated by their models (one wording for every section)."""
+    from shiftlab.train import evaluate, frontend
+
+    assert frontend.DEFAULTS == paramschema.defaults(paramschema.Frontend)
+    assert evaluate.DEFAULTS == paramschema.defaults(paramschema.Evaluate)
+    got = frontend.merge({"n_mels": 32, "f_min": 1}, "train_audio.frontend")
+    assert list(got) == list(frontend.DEFAULTS) and got["f_min"] == 1.0 and isinstance(got["f_min"], float)
+    with pytest.raises(ShiftlabError, match=r"^train_audio\.frontend\.win_length: must be <= n_fft \(512\), got 1024$"):
+        frontend.merge({"win_length": 1024}, "train_audio.frontend")
+    with pytest.raises(ShiftlabError, match=r"^train\.frontend\.f_max: must be above f_min \(20\), got 10$"):
+        frontend.merge({"f_min": 20, "f_max": 10})
+    with pytest.raises(ShiftlabError, match=r"^train\.frontend\.hfilp: unknown key \(did you mean hflip\?\)$"):
+        frontend.merge({"hfilp": True})
+
+
+def test_merge_passes_module_owned_keys_through():
+    from shiftlab.synth import blur
+
+    c = blur._check_cfg({"kernels": {"families": {"linear": 1.0}}, "fraction": 1})
+    assert c["kernels"] == {"families": {"linear": 1.0}} and c["fraction"] == 1.0 and list(c) == list(blur.DEFAULTS)
+    with pytest.raises(ShiftlabError, match=r"^synth_blur\.kernel: unknown key \(did you mean kernels\?\)$"):
+        blur._check_cfg({"kernel": {}})
+    with pytest.raises(ShiftlabError, match=r"^synth_blur\.copies: 0 is out of range \[1, 1000\]$"):
+        blur._check_cfg({"copies": 0})
