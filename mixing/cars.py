@@ -63,6 +63,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from shiftlab import paramschema
 from shiftlab.errors import ShiftlabError
 
 __all__ = [
@@ -266,19 +267,15 @@ _INT_KEYS = ("n_gears", "n_orders", "n_resonances")
 
 
 def check_ranges(ranges: Mapping[str, Any] | None, where: str = "cars") -> dict[str, Any]:
-    """Merge ``ranges`` over :data:`DEFAULT_RANGES` and validate it; errors name ``where.key``."""
-    out = {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULT_RANGES.items()}
+    """Merge ``ranges`` over :data:`DEFAULT_RANGES` and validate it (:func:`shiftlab.paramschema.range_overrides`
+    plus the car's own rules); errors name ``where.key``."""
+    # *_log ranges are checked > 0 below (before the >= 0 of the plain ranges)
+    signed = ("engine_db", "road_db", "wind_db", "bump_db", "resonance_gain_db") + tuple(
+        k for k in DEFAULT_RANGES if k.endswith("_log"))
+    out = paramschema.range_overrides(ranges, DEFAULT_RANGES, where, "car parameter", _INT_KEYS, signed,
+                                      skip=("cylinders",), check_defaults=False)
     if ranges is None:
         return out
-    if not isinstance(ranges, Mapping):
-        raise ShiftlabError(f"{where}: must be a mapping of parameter ranges, got {ranges!r}")
-    for k, v in ranges.items():
-        if k not in out:
-            import difflib
-
-            hint = difflib.get_close_matches(str(k), list(out), 1)
-            raise ShiftlabError(f"{where}.{k}: unknown car parameter{f' (did you mean {hint[0]}?)' if hint else ''}")
-        out[k] = list(v) if isinstance(v, (list, tuple)) else v
     cyl = out["cylinders"]
     if isinstance(cyl, (int, np.integer)) and not isinstance(cyl, bool):
         cyl = out["cylinders"] = [int(cyl)]
@@ -286,23 +283,9 @@ def check_ranges(ranges: Mapping[str, Any] | None, where: str = "cars") -> dict[
         isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 1 <= c <= 16 for c in cyl
     ):
         raise ShiftlabError(f"{where}.cylinders: must be a non-empty list of integers in [1, 16], got {cyl!r}")
-    for k, v in out.items():
-        if k == "cylinders":
-            continue
-        spec = v if isinstance(v, list) else [v, v]
-        if len(spec) != 2 or any(isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating))
-                                 or not math.isfinite(float(s)) for s in spec):
-            raise ShiftlabError(f"{where}.{k}: must be [lo, hi] or a number, got {v!r}")
-        lo, hi = float(spec[0]), float(spec[1])
-        if hi < lo:
-            raise ShiftlabError(f"{where}.{k}: range [{lo:g}, {hi:g}] has lo > hi")
-        if k in _INT_KEYS and (lo < 1 or not lo.is_integer() or not hi.is_integer()):
-            raise ShiftlabError(f"{where}.{k}: must be integers >= 1, got {v!r}")
-        if k.endswith("_log") and lo <= 0:
-            raise ShiftlabError(f"{where}.{k}: a log-uniform range must be > 0, got {v!r}")
-        if k not in ("engine_db", "road_db", "wind_db", "bump_db", "resonance_gain_db") and lo < 0:
-            raise ShiftlabError(f"{where}.{k}: must be >= 0, got {v!r}")
-        out[k] = [lo, hi]
+    for k in DEFAULT_RANGES:
+        if k.endswith("_log") and out[k][0] <= 0:
+            raise ShiftlabError(f"{where}.{k}: a log-uniform range must be > 0, got {out[k]!r}")
     if out["shift_fraction"][1] > 1.0:
         raise ShiftlabError(f"{where}.shift_fraction: must lie in [0, 1], got {out['shift_fraction']}")
     if out["gear_spread"][0] < 1.0:

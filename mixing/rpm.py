@@ -76,12 +76,12 @@ every run (tested). ``json.loads(json.dumps(recipe))`` renders the same samples.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Mapping
 
 import numpy as np
 
+from shiftlab import paramschema
 from shiftlab.errors import ShiftlabError
 
 __all__ = [
@@ -155,34 +155,12 @@ _FRACTIONS = ("upshift_fraction", "downshift_fraction", "cruise_fraction", "thro
 
 
 def check_ranges(ranges: Mapping[str, Any] | None, where: str = "drive") -> dict[str, list[float]]:
-    """Merge ``ranges`` over :data:`DEFAULT_RANGES` and validate them; errors name ``where.key``."""
-    out = copy.deepcopy(DEFAULT_RANGES)
-    if ranges is None:
-        ranges = {}
-    if not isinstance(ranges, Mapping):
-        raise ShiftlabError(f"{where}: must be a mapping of drive parameter ranges, got {ranges!r}")
-    for k, v in ranges.items():
-        if k not in out:
-            import difflib
-
-            hint = difflib.get_close_matches(str(k), list(out), 1)
-            raise ShiftlabError(f"{where}.{k}: unknown drive parameter{f' (did you mean {hint[0]}?)' if hint else ''}")
-        out[k] = list(v) if isinstance(v, (list, tuple)) else v
-    for k, v in out.items():
-        spec = v if isinstance(v, list) else [v, v]
-        if len(spec) != 2 or any(isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating))
-                                 or not math.isfinite(float(s)) for s in spec):
-            raise ShiftlabError(f"{where}.{k}: must be [lo, hi] or a number, got {v!r}")
-        lo, hi = float(spec[0]), float(spec[1])
-        if hi < lo:
-            raise ShiftlabError(f"{where}.{k}: range [{lo:g}, {hi:g}] has lo > hi")
-        if k in _INT_KEYS and (lo < 1 or not lo.is_integer() or not hi.is_integer()):
-            raise ShiftlabError(f"{where}.{k}: must be integers >= 1, got {v!r}")
-        if k not in _SIGNED and lo < 0:
-            raise ShiftlabError(f"{where}.{k}: must be >= 0, got {v!r}")
-        if k in _FRACTIONS and hi > 1.0:
-            raise ShiftlabError(f"{where}.{k}: must lie in [0, 1], got {v!r}")
-        out[k] = [lo, hi]
+    """Merge ``ranges`` over :data:`DEFAULT_RANGES` and validate them (:func:`shiftlab.paramschema.range_overrides`
+    plus the drive's own rules); errors name ``where.key``."""
+    out = paramschema.range_overrides(ranges, DEFAULT_RANGES, where, "drive parameter", _INT_KEYS, _SIGNED)
+    for k in _FRACTIONS:
+        if out[k][1] > 1.0:
+            raise ShiftlabError(f"{where}.{k}: must lie in [0, 1], got {(ranges or {}).get(k, out[k])!r}")
     for k in ("ref_rpm", "idle_rpm", "accel_kmh_s", "top_gear_rpm_per_kmh"):
         if out[k][0] <= 0:
             raise ShiftlabError(f"{where}.{k}: must be > 0, got {out[k]}")

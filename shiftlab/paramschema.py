@@ -856,6 +856,47 @@ MODULE_MODELS: dict[str, type[Section]] = {"target_mix": TargetMix, "synth_mix":
                                            "synth_mix_narrow": SynthMixNarrow, "evaluate": Evaluate}
 
 
+# --------------------------------------------------------------------------- range overrides
+
+
+def range_overrides(ranges: Mapping[str, Any] | None, defaults: Mapping[str, Any], where: str, what: str,
+                    int_keys: tuple = (), signed: tuple = (), skip: tuple = (), check_defaults: bool = True) -> dict:
+    """``defaults`` (parameter -> ``[lo, hi]`` or a number) with the overrides ``ranges`` merged in, each
+    checked as a ``[lo, hi]`` float pair (a number ``v`` is ``[v, v]``): finite, ``lo <= hi``, ``lo >= 0``
+    unless the key is in ``signed``, whole numbers ``>= 1`` for ``int_keys``. Keys in ``skip`` are merged,
+    not checked (their module checks them). The ranges of shiftlab.mixing.cars and shiftlab.mixing.rpm
+    (``synth_mix.bank.cars``, ``.drive``). ``ranges`` None without ``check_defaults``: the defaults as they are.
+    Errors are one-line :class:`ParamsError` naming ``where.key`` (an unknown ``what``)."""
+    out = {k: (list(v) if isinstance(v, list) else v) for k, v in defaults.items()}
+    if ranges is None and not check_defaults:
+        return out
+    if ranges is None:
+        ranges = {}
+    if not isinstance(ranges, Mapping):
+        raise ParamsError(f"{where}: must be a mapping of {what} ranges, got {ranges!r}")
+    for k, v in ranges.items():
+        if k not in out:
+            hint = difflib.get_close_matches(str(k), list(out), 1)
+            raise ParamsError(f"{where}.{k}: unknown {what}{f' (did you mean {hint[0]}?)' if hint else ''}")
+        out[k] = list(v) if isinstance(v, (list, tuple)) else v
+    for k, v in out.items():
+        if k in skip:
+            continue
+        spec = v if isinstance(v, list) else [v, v]
+        if len(spec) != 2 or any(isinstance(s, bool) or not isinstance(s, numbers.Real)
+                                 or not math.isfinite(float(s)) for s in spec):
+            raise ParamsError(f"{where}.{k}: must be [lo, hi] or a number, got {v!r}")
+        lo, hi = float(spec[0]), float(spec[1])
+        if hi < lo:
+            raise ParamsError(f"{where}.{k}: range [{lo:g}, {hi:g}] has lo > hi")
+        if k in int_keys and (lo < 1 or not lo.is_integer() or not hi.is_integer()):
+            raise ParamsError(f"{where}.{k}: must be integers >= 1, got {v!r}")
+        if k not in signed and lo < 0:
+            raise ParamsError(f"{where}.{k}: must be >= 0, got {v!r}")
+        out[k] = [lo, hi]
+    return out
+
+
 # --------------------------------------------------------------------------- errors
 
 

@@ -134,3 +134,17 @@ def test_merge_passes_module_owned_keys_through():
         blur._check_cfg({"kernel": {}})
     with pytest.raises(ShiftlabError, match=r"^synth_blur\.copies: 0 is out of range \[1, 1000\]$"):
         blur._check_cfg({"copies": 0})
+
+
+def test_range_overrides_shared_by_cars_and_drives():
+    defaults = {"a": [1.0, 2.0], "n": [4, 6], "db": [-6.0, 6.0], "special": "x"}
+    got = paramschema.range_overrides({"a": 3, "n": (5, 5)}, defaults, "w", "thing", ("n",), ("db",), ("special",))
+    assert got == {"a": [3.0, 3.0], "n": [5.0, 5.0], "db": [-6.0, 6.0], "special": "x"}
+    assert paramschema.range_overrides(None, defaults, "w", "thing", check_defaults=False, skip=("special",)) == defaults
+    for bad, msg in (({"b": 1}, "w.b: unknown thing"), ({"aa": 1}, "w.aa: unknown thing (did you mean a?)"),
+                     ({"a": [2, 1]}, "w.a: range [2, 1] has lo > hi"), ({"a": [-1, 1]}, "w.a: must be >= 0"),
+                     ({"n": [0.5, 2]}, "w.n: must be integers >= 1"), ({"a": "x"}, "w.a: must be [lo, hi] or a number"),
+                     ({"a": [1, 2, 3]}, "w.a: must be [lo, hi] or a number"), (3, "w: must be a mapping of thing ranges")):
+        with pytest.raises(ShiftlabError) as e:
+            paramschema.range_overrides(bad, defaults, "w", "thing", ("n",), ("db",), ("special",))
+        assert str(e.value).startswith(msg), (bad, str(e.value))
