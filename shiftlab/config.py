@@ -85,10 +85,10 @@ def _validate_section(spec, value, name: str, file: str) -> dict:
     if isinstance(spec, ModuleSection):
         try:
             return _plain(spec.validate(value, name))
+        except ShiftlabError as e:  # (paramschema.ParamsError too: its line names the key already)
+            raise ShiftlabError(f"{file}: {e}") from None
         except ValueError as e:
             raise ShiftlabError(f"{file}: {name}: {e}") from None
-        except ShiftlabError as e:
-            raise ShiftlabError(f"{file}: {e}") from None
     value = _fill_empty(spec, value, name, file)
     try:
         obj = paramschema.validate_section(spec, value, name)
@@ -177,8 +177,9 @@ class ModuleSection:
     """A params section validated by ``module.func`` over ``module.attr`` (+ ``overrides``)."""
 
     def __init__(self, module: str, func: str, attr: str = "DEFAULTS", overrides: dict | None = None,
-                 key: str | None = None, replace: tuple = ()):
+                 key: str | None = None, replace: tuple = (), model=None):
         self.module, self.func, self.attr = module, func, attr
+        self.model = model  # a paramschema model whose defaults are the base (instead of module.attr)
         self.replace = tuple(replace)
         self.overrides = overrides or {}
         self.key = key  # the section name the module's messages use (replaced by the real one)
@@ -189,6 +190,8 @@ class ModuleSection:
         return importlib.import_module(self.module)
 
     def base(self) -> dict:
+        if self.model is not None:
+            return _deep_merge(paramschema.defaults(self.model), self.overrides)
         return _deep_merge(copy.deepcopy(getattr(self._mod(), self.attr)), self.overrides)
 
     def defaults(self) -> dict:
@@ -259,16 +262,10 @@ SCHEMA: dict[str, Any] = {
     "calibrate_blur": paramschema.CalibrateBlur,
     "experiment": paramschema.Experiment,
     #: training per scenario (shiftlab.train.trainer); the defaults fit `make demo` on 2 CPU cores
-    "train_images": ModuleSection("shiftlab.train.trainer", "merge", overrides={
-        "model": "cbam_resnet", "model_kwargs": {"width": 8, "stem_stride": 2}, "epochs": 10, "batch_size": 128,
-        "lr": 0.1, "eval_train_rows": 500, "epoch_rows": "real", "channels_last": "auto", "num_threads": 1,
-    }, key="train", replace=("model_kwargs",)),
-    "train_audio": ModuleSection("shiftlab.train.trainer", "merge", overrides={
-        "model": "cbam_resnet", "model_kwargs": {"width": 8, "stem_stride": 2}, "epochs": 10, "batch_size": 64,
-        "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.01, "eval_train_rows": 300, "epoch_rows": "real",
-        "channels_last": "auto", "grad_clip": 1.0, "num_threads": 1,
-        "frontend": {"n_mels": 32, "hop_length": 400},
-    }, key="train", replace=("model_kwargs",)),
+    "train_images": ModuleSection("shiftlab.train.trainer", "merge", model=paramschema.TrainImages, key="train",
+                                  replace=("model_kwargs",)),
+    "train_audio": ModuleSection("shiftlab.train.trainer", "merge", model=paramschema.TrainAudio, key="train",
+                                 replace=("model_kwargs",)),
     "evaluate": ModuleSection("shiftlab.train.evaluate", "merge_config", key="evaluate"),
     #: the report of the whole run (shiftlab.train.report)
     "report": ModuleSection("shiftlab.train.report", "merge_config", key="report"),

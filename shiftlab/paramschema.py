@@ -74,7 +74,8 @@ def _typed(core, leaf: _Leaf):
     """``core`` (the pydantic type, for the JSON Schema) validated by ``leaf`` first."""
     if leaf.nullable:
         core = Optional[core]
-    return Annotated[core, BeforeValidator(leaf), Field(description=leaf.describe)]
+    return Annotated[core, BeforeValidator(leaf), Field(description=leaf.describe + (", or null" if leaf.nullable
+                                                                                     else ""))]
 
 
 def _int_leaf(lo=None, hi=None, nullable=False) -> _Leaf:
@@ -222,7 +223,8 @@ def Checked(leaf: _Leaf, schema_type: Any = Any):
     """A value checked by ``leaf`` alone (pydantic accepts what it returns); ``schema_type`` is what the
     JSON Schema shows."""
     shown = TypeAdapter(Optional[schema_type] if leaf.nullable else schema_type).json_schema()
-    return Annotated[Any, BeforeValidator(leaf), WithJsonSchema({**shown, "description": leaf.describe})]
+    return Annotated[Any, BeforeValidator(leaf), WithJsonSchema({**shown, "description": leaf.describe}),
+                     Field(description=leaf.describe)]
 
 
 def _lazy(module: str, func: str) -> Callable[[Any], Any]:
@@ -763,6 +765,211 @@ class TargetMix(Section):
     codrivers: Bool = True  # speech tts: the prepared real target rows (codrivers) -> an evaluation-only check set
 
 
+# ---- train_images, train_audio (shiftlab.train.trainer)
+
+#: which train rows a run uses (shiftlab.train.data.ROWS)
+TRAIN_ROWS = ("all", "real", "no_synthetic", "target")
+
+
+def _auto_bool(v):
+    if not (v == "auto" and isinstance(v, str)) and not isinstance(v, bool):
+        raise ValueError(f"must be one of auto, true, false, got {v!r}")
+    return v
+
+
+_AutoBool = Checked(_Leaf(_auto_bool, "auto, true or false"), Literal["auto"] | bool)
+
+
+def _model_name(v):
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"must be a model name (see shiftlab.train.models.names()), got {v!r}")
+    return v
+
+
+def _kwargs(v):
+    if not isinstance(v, Mapping):
+        raise ValueError(f"must be a mapping of keyword arguments, got {v!r}")
+    return dict(v)
+
+
+def _betas(v):
+    if (not isinstance(v, (list, tuple)) or len(v) != 2 or
+            not all(not isinstance(x, bool) and isinstance(x, numbers.Real) and 0 <= x < 1 for x in v)):
+        raise ValueError(f"must be a pair of numbers in [0, 1), got {v!r}")
+    return [float(x) for x in v]
+
+
+def _epoch_rows(v):
+    if v == "real" and isinstance(v, str):
+        return v
+    if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1):
+        raise ValueError(f"must be null, a positive integer or real, got {v!r}")
+    return v if v is None else int(v)
+
+
+def _device(v):
+    if not isinstance(v, str) or not (v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())):
+        raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+    return v
+
+
+def _dir_or_null(v):
+    import os
+
+    if v is not None and not isinstance(v, (str, os.PathLike)):
+        raise ValueError(f"must be a directory path or null, got {v!r}")
+    return v if v is None else str(v)
+
+
+class Train(Section):
+    """``shiftlab train`` (shiftlab.train.trainer): one run of a model on the mismatch splits. ``seed`` is
+    replaced by each run's experiment seed; ``model_kwargs`` written in params.yaml replace the default whole."""
+
+    model: Checked(_Leaf(_model_name, "a model name (shiftlab models lists them)"), str) = "attention_small"
+    model_kwargs: Checked(_Leaf(_kwargs, "keyword arguments of the model (width, depth, attention_mode, ...)"),
+                          dict[str, Any]) = {}
+    epochs: Int(1) = 10
+    batch_size: Int(1) = 128  # global batch (all DDP ranks together)
+    eval_batch_size: Int(1) = 512
+    drop_last: Bool = False  # drop the short last training batch of every epoch
+    optimizer: Str(["sgd", "adamw"]) = "sgd"
+    lr: Float(0.0, lo_open=True) = 0.05  # peak learning rate (after warmup)
+    momentum: Float(0.0, 1.0, hi_open=True) = 0.9  # sgd
+    nesterov: Bool = True  # sgd
+    betas: Checked(_Leaf(_betas, "a pair of numbers in [0, 1)"),
+                   Annotated[list[Annotated[float, Field(ge=0.0, lt=1.0)]], Field(min_length=2, max_length=2)]
+                   ) = [0.9, 0.999]  # adamw
+    weight_decay: Float(0.0) = 5.0e-4
+    decay_norm_and_bias: Bool = False  # false: no weight decay on 1-d params (norm weights, biases)
+    schedule: Str(["cosine", "constant"]) = "cosine"  # after warmup
+    warmup_epochs: Float(0.0) = 1.0  # linear warmup from lr/steps to lr, per step; 0 = none
+    min_lr_ratio: Float(0.0, 1.0) = 0.0  # cosine ends at lr * min_lr_ratio
+    label_smoothing: Float(0.0, 1.0, hi_open=True) = 0.0
+    grad_clip: Float(0.0, lo_open=True, nullable=True) = None  # max global grad norm; null = off
+    seed: Int(0) = 0
+    rows: Str(list(TRAIN_ROWS)) = "all"  # real = no_synthetic
+    # rows drawn per epoch: null = all train rows; N; or "real" = the number of real (non-synthetic) train
+    # rows, so adding synthetic rows does not add steps
+    epoch_rows: Checked(_Leaf(_epoch_rows, "null, a positive integer or real", nullable=True),
+                        Literal["real"] | Annotated[int, Field(ge=1)]) = None
+    eval_train_rows: Int(1, nullable=True) = 10000  # per-epoch train error on a fixed seeded subset; null = all
+    device: Checked(_Leaf(_device, "auto, cpu, cuda or cuda:N"), str) = "auto"
+    amp: _AutoBool = "auto"  # auto (bf16 autocast on CUDA only) | true (also on CPU) | false
+    channels_last: _AutoBool = "auto"  # auto (CUDA only) | true | false
+    compile: Bool = False  # torch.compile the model
+    deterministic: Bool = False  # torch.use_deterministic_algorithms + no cudnn.benchmark (CUDA)
+    sync_bn: Bool = False  # SyncBatchNorm under DDP (CUDA)
+    num_threads: Int(0) = 0  # torch CPU threads; 0 = leave torch's default
+    data_on_device: _AutoBool = "auto"  # auto (whole split on the GPU if <= 2 GiB) | true | false
+    resume: Bool = True  # continue a compatible last.pt in checkpoint_dir
+    checkpoint_dir: Checked(_Leaf(_dir_or_null, "a directory path or null", nullable=True), str) = None
+    frontend: Frontend = sub(Frontend)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
+            raise KeyProblem("nesterov", f"needs momentum > 0 (set nesterov: false or a momentum), got {self.nesterov!r}")
+        if self.warmup_epochs > self.epochs:
+            raise KeyProblem("warmup_epochs", f"must be at most epochs ({self.epochs}), got {self.warmup_epochs!r}")
+        return self
+
+
+def _with_defaults(base: type[Section], name: str, doc: str, /, **defaults) -> type[Section]:
+    """A subclass of ``base`` whose fields ``defaults`` have other default values (same types and checks;
+    a ``(type, default)`` pair replaces the type too)."""
+    fields = {k: (v if isinstance(v, tuple) else (base.__annotations__[k], v)) for k, v in defaults.items()}
+    return create_model(name, __base__=base, __doc__=doc, **fields)
+
+
+_TRAIN_COMMON = dict(model="cbam_resnet", model_kwargs={"width": 8, "stem_stride": 2}, epochs=10,
+                     epoch_rows="real", channels_last="auto", num_threads=1)
+#: the image and audio training sections: :class:`Train` with the defaults that fit `make demo` on 2 CPU cores
+TrainImages = _with_defaults(
+    Train, "TrainImages", "``shiftlab train --scenario images``: " + Train.__doc__.split(": ", 1)[1],
+    **_TRAIN_COMMON, batch_size=128, lr=0.1, eval_train_rows=500)
+TrainAudio = _with_defaults(
+    Train, "TrainAudio", "``shiftlab train --scenario audio`` (log-mel front end on the training device): "
+    + Train.__doc__.split(": ", 1)[1],
+    **_TRAIN_COMMON, batch_size=64, optimizer="adamw", lr=0.01, weight_decay=0.01, eval_train_rows=300,
+    grad_clip=1.0,
+    frontend=(lambda fe: (fe, sub(fe)))(_with_defaults(Frontend, "AudioFrontend", Frontend.__doc__,
+                                                         n_mels=32, hop_length=400)))
+
+
+# ---- sweep_cars (shiftlab.train.sweep)
+
+#: the 17 TORCS cars of the default bank (the five target cars are held out), in the sweep's order
+SWEEP_CARS = ["f360", "viper", "206", "mclarenf1", "lotus", "935", "alpha-romeo", "evo7", "ferrarif50",
+              "impreza2002", "944", "clkdtmb2", "engine-1", "ferrarif355", "ford", "lamborghinidiablo", "xj220"]
+
+
+def _car_names(v):
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+        raise ValueError(f"must be a non-empty list of TORCS car names, got {v!r}")
+    if len(set(v)) != len(v):
+        raise ValueError("a car is listed twice")
+    return v
+
+
+def _increasing(v):
+    if not isinstance(v, list) or not v or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                                                   for n in v):
+        raise ValueError(f"must be a list of car counts >= 1, got {v!r}")
+    if sorted(set(v)) != v:
+        raise ValueError(f"must be increasing without repeats, got {v!r}")
+    return v
+
+
+def _sweep_variants(v):
+    if not isinstance(v, list) or "synth" not in v or not set(v) <= {"nosynth", "synth"}:
+        raise ValueError(f"must list synth (and optionally nosynth), got {v!r}")
+    return v
+
+
+def _distinct_seeds(v):
+    if (not isinstance(v, list) or not v or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                    for x in v) or len(set(v)) != len(v)):
+        raise ValueError(f"must be a list of distinct integers >= 0, got {v!r}")
+    return v
+
+
+def _file(v):
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"must be a path, got {v!r}")
+    return v
+
+
+_File = Checked(_Leaf(_file, "a path"), str)
+
+
+class SweepCars(Section):
+    """``shiftlab sweep cars`` (shiftlab.train.sweep; not a dvc.yaml stage): the book's trap as a curve, one
+    ``dvc exp run`` of the audio chain per bank size, every bank driven for the same total seconds."""
+
+    cars: Checked(_Leaf(_car_names, "a non-empty list of distinct TORCS car names"),
+                  Annotated[list[str], Field(min_length=1)]) = list(SWEEP_CARS)  # in the order the bank grows
+    # how many of them each point's bank uses
+    points: Checked(_Leaf(_increasing, "an increasing list of car counts (each at most the number of cars)"),
+                    Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]) = [1, 3, 10, 17]
+    seconds: Float(0.0, lo_open=True) = 1020.0  # total seconds of driven noise in every bank
+    seconds_per_drive: Float(0.0, lo_open=True) = 20.0  # drives per car = round(seconds / (n x this)) (>= 1)
+    # experiment.variants of each point (narrow is not part of the sweep)
+    variants: Checked(_Leaf(_sweep_variants, "synth, and optionally nosynth"),
+                      list[Literal["nosynth", "synth"]]) = ["nosynth", "synth"]
+    seeds: Checked(_Leaf(_distinct_seeds, "a list of distinct integers >= 0"),
+                   Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]) = [0, 1, 2]
+    dir: _File = "metrics/sweep_cars"  # per-point results (copied after each dvc exp run)
+    report: _File = "reports/sweep_cars.md"
+    plot: _File = "reports/sweep_cars.png"
+    metrics: _File = "metrics/sweep_cars.json"
+
+    @model_validator(mode="after")
+    def _points_fit(self):
+        if self.points[-1] > len(self.cars):
+            raise KeyProblem("points", f"must be a list of car counts in [1, {len(self.cars)}], got {self.points!r}")
+        return self
+
+
 # ---- evaluate
 
 _FRACTION = _float_leaf(0.0, 1.0, hi_open=True)
@@ -853,7 +1060,9 @@ SECTIONS = ("prepare_images", "prepare_speech", "prepare_noise", "split_images",
 
 #: module sections whose module validates them with a model here (the JSON Schema shows the model)
 MODULE_MODELS: dict[str, type[Section]] = {"target_mix": TargetMix, "synth_mix": SynthMix,
-                                           "synth_mix_narrow": SynthMixNarrow, "evaluate": Evaluate}
+                                           "synth_mix_narrow": SynthMixNarrow, "train_images": TrainImages,
+                                           "train_audio": TrainAudio, "evaluate": Evaluate,
+                                           "sweep_cars": SweepCars}
 
 
 # --------------------------------------------------------------------------- range overrides
@@ -1036,3 +1245,31 @@ def json_schema() -> dict:
         "properties": props,
         "$defs": defs,
     }
+
+
+def knob_rows(name: str) -> list[tuple[str, str, str]]:
+    """(dotted key, what it takes, default) of every knob of a modelled section, sub-sections flattened:
+    the rows of a README knob table, read from the schema."""
+    import json
+
+    model = {**MODELS, **MODULE_MODELS}[name]
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(m: type[BaseModel], prefix: str) -> None:
+        for k, f in m.model_fields.items():
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{k}.")
+                continue
+            default = f.get_default(call_default_factory=True)
+            rows.append((f"{prefix}{k}", f.description or "", json.dumps(default)))
+
+    walk(model, "")
+    return rows
+
+
+def knob_table(name: str) -> str:
+    """A Markdown table of :func:`knob_rows` (``| knob | takes | default |``)."""
+    lines = ["| knob | takes | default |", "| --- | --- | --- |"]
+    lines += [f"| `{k}` | {d} | `{v}` |" for k, d, v in knob_rows(name)]
+    return "\n".join(lines) + "\n"

@@ -148,3 +148,36 @@ def test_range_overrides_shared_by_cars_and_drives():
         with pytest.raises(ShiftlabError) as e:
             paramschema.range_overrides(bad, defaults, "w", "thing", ("n",), ("db",), ("special",))
         assert str(e.value).startswith(msg), (bad, str(e.value))
+
+
+def test_train_sections_share_one_model():
+    from shiftlab.train import data, trainer
+
+    assert paramschema.TRAIN_ROWS == data.ROWS
+    assert trainer.DEFAULTS == paramschema.defaults(paramschema.Train)
+    audio = paramschema.defaults(paramschema.TrainAudio)
+    assert audio["optimizer"] == "adamw" and audio["frontend"]["n_mels"] == 32 and audio["frontend"]["n_fft"] == 512
+    assert list(audio) == list(trainer.DEFAULTS) and list(audio["frontend"]) == list(trainer.DEFAULTS["frontend"])
+    with pytest.raises(ShiftlabError, match=r"^train_audio\.frontend\.n_mel: unknown key \(did you mean n_mels\?\)$"):
+        trainer.merge({"frontend": {"n_mel": 3}}, "train_audio")
+    with pytest.raises(ShiftlabError, match=r"^train\.amp: must be one of auto, true, false, got 1$"):
+        trainer.merge({"amp": 1})
+    with pytest.raises(ShiftlabError, match=r"^train\.nesterov: needs momentum > 0"):
+        trainer.merge({"momentum": 0.0})
+
+
+def test_mixing_constants_match_their_modules():
+    from shiftlab.mixing import bank, cars
+
+    assert paramschema.CAR_MAX_SECONDS == cars.MAX_SECONDS and bank.SOURCES == paramschema.SOURCES
+
+
+def test_knob_table_lists_every_knob_with_type_and_default():
+    table = paramschema.knob_table("split_images")
+    assert table.splitlines()[0] == "| knob | takes | default |"
+    assert "| `dev_fraction` | a number in (0.0, 1.0) | `0.5` |" in table
+    assert "| `max_source_rows` | an integer in [1, inf], or null | `null` |" in table
+    keys = [r[0] for r in paramschema.knob_rows("prepare_images")]
+    assert "frames.imagemagick.noise.photons" in keys and len(keys) == len(set(keys))
+    flat = {r[0] for r in paramschema.knob_rows("train_audio")}
+    assert {"lr", "frontend.n_mels", "model_kwargs"} <= flat

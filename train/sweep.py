@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from shiftlab import paramschema
 from shiftlab.errors import ShiftlabError
 
 __all__ = ["DEFAULTS", "check_cfg", "points", "exp_args", "collect", "markdown", "plot"]
@@ -29,60 +30,16 @@ __all__ = ["DEFAULTS", "check_cfg", "points", "exp_args", "collect", "markdown",
 _KEY = "sweep_cars"
 
 #: the 17 TORCS cars of the default bank (the five target cars are held out), in the sweep's order
-CARS = ["f360", "viper", "206", "mclarenf1", "lotus", "935", "alpha-romeo", "evo7", "ferrarif50",
-        "impreza2002", "944", "clkdtmb2", "engine-1", "ferrarif355", "ford", "lamborghinidiablo", "xj220"]
+CARS = list(paramschema.SWEEP_CARS)
 
-DEFAULTS: dict[str, Any] = {
-    "cars": list(CARS),  # TORCS car names, in the order the bank grows
-    "points": [1, 3, 10, 17],  # how many of them each point's bank uses
-    "seconds": 1020.0,  # total seconds of driven noise in every bank (default bank: 17 cars x 3 drives x 20 s)
-    "seconds_per_drive": 20.0,  # a drive's length; drives per car = round(seconds / (n x this)) (>= 1)
-    "variants": ["nosynth", "synth"],  # experiment.variants of each point (narrow is not part of the sweep)
-    "seeds": [0, 1, 2],  # experiment.seeds.audio of each point
-    "dir": "metrics/sweep_cars",  # per-point results (copied after each dvc exp run)
-    "report": "reports/sweep_cars.md",
-    "plot": "reports/sweep_cars.png",
-    "metrics": "metrics/sweep_cars.json",
-}
+#: the ``sweep_cars`` params section: the fields of :class:`shiftlab.paramschema.SweepCars`
+DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.SweepCars)
 
 
 def check_cfg(cfg: Mapping[str, Any] | None = None, where: str = _KEY) -> dict[str, Any]:
-    """:data:`DEFAULTS` with ``cfg`` over it, validated (one-line errors naming the key)."""
-    import copy
-    import difflib
-
-    c = copy.deepcopy(DEFAULTS)
-    for k, v in (cfg or {}).items():
-        if k not in c:
-            hint = difflib.get_close_matches(str(k), list(c), 1)
-            raise ShiftlabError(f"{where}.{k}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}")
-        c[k] = copy.deepcopy(v)
-    cars = c["cars"]
-    if not isinstance(cars, list) or not cars or not all(isinstance(x, str) and x for x in cars):
-        raise ShiftlabError(f"{where}.cars: must be a non-empty list of TORCS car names, got {cars!r}")
-    if len(set(cars)) != len(cars):
-        raise ShiftlabError(f"{where}.cars: a car is listed twice")
-    pts = c["points"]
-    if (not isinstance(pts, list) or not pts
-            or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= len(cars) for n in pts)):
-        raise ShiftlabError(f"{where}.points: must be a list of car counts in [1, {len(cars)}], got {pts!r}")
-    if sorted(set(pts)) != pts:
-        raise ShiftlabError(f"{where}.points: must be increasing without repeats, got {pts!r}")
-    for k in ("seconds", "seconds_per_drive"):
-        v = c[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ShiftlabError(f"{where}.{k}: must be a number > 0, got {v!r}")
-        c[k] = float(v)
-    if not isinstance(c["variants"], list) or "synth" not in c["variants"] or not set(c["variants"]) <= {"nosynth", "synth"}:
-        raise ShiftlabError(f"{where}.variants: must list synth (and optionally nosynth), got {c['variants']!r}")
-    sd = c["seeds"]
-    if (not isinstance(sd, list) or not sd
-            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in sd) or len(set(sd)) != len(sd)):
-        raise ShiftlabError(f"{where}.seeds: must be a list of distinct integers >= 0, got {sd!r}")
-    for k in ("dir", "report", "plot", "metrics"):
-        if not isinstance(c[k], str) or not c[k]:
-            raise ShiftlabError(f"{where}.{k}: must be a path, got {c[k]!r}")
-    return c
+    """:data:`DEFAULTS` with ``cfg`` over it, validated by :class:`shiftlab.paramschema.SweepCars` (one-line
+    errors naming the key)."""
+    return paramschema.merge(paramschema.SweepCars, cfg, where)
 
 
 def points(cfg: Mapping[str, Any]) -> list[dict]:

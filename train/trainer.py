@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import difflib
 import hashlib
 import json
 import math
@@ -64,10 +63,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from shiftlab import seeding, store
+from shiftlab import paramschema, seeding, store
 from shiftlab.datasets import schema
 from shiftlab.errors import ShiftlabError
-from shiftlab.train import frontend as frontend_mod
 from shiftlab.train.data import Loader, SplitData, load_splits
 from shiftlab.train.frontend import Frontend
 from shiftlab.train.loss import per_row_cross_entropy, weighted_cross_entropy
@@ -80,43 +78,9 @@ __all__ = [
 CHECKPOINT_FORMAT = "shiftlab.trainer/1"
 BEST, LAST = "best.pt", "last.pt"
 
-#: the ``train`` params section (one per modality in params.yaml, e.g. train_images / train_audio)
-DEFAULTS: dict[str, Any] = {
-    "model": "attention_small",  # a name in shiftlab.train.models (models.names())
-    "model_kwargs": {},          # passed to models.create (width, depth, attention_mode, ...)
-    "epochs": 10,
-    "batch_size": 128,           # global batch (all DDP ranks together)
-    "eval_batch_size": 512,
-    "drop_last": False,          # drop the short last training batch of every epoch
-    "optimizer": "sgd",          # sgd | adamw
-    "lr": 0.05,                  # peak learning rate (after warmup)
-    "momentum": 0.9,             # sgd
-    "nesterov": True,            # sgd
-    "betas": [0.9, 0.999],       # adamw
-    "weight_decay": 5.0e-4,
-    "decay_norm_and_bias": False,  # false: no weight decay on 1-d params (norm weights, biases)
-    "schedule": "cosine",        # cosine | constant (after warmup)
-    "warmup_epochs": 1.0,        # linear warmup from lr/steps to lr, per step; 0 = none
-    "min_lr_ratio": 0.0,         # cosine ends at lr * min_lr_ratio
-    "label_smoothing": 0.0,
-    "grad_clip": None,           # max global grad norm; null = off
-    "seed": 0,
-    "rows": "all",               # all | real (= no_synthetic) | no_synthetic | target
-    "epoch_rows": None,          # rows drawn per epoch: null = all train rows; N; or "real" = the number of
-                                 # real (non-synthetic) train rows, so adding synthetic rows does not add steps
-    "eval_train_rows": 10000,    # per-epoch train error on a fixed seeded subset; null = all rows
-    "device": "auto",            # auto | cpu | cuda | cuda:N
-    "amp": "auto",               # auto (bf16 autocast on CUDA only) | true (also on CPU) | false
-    "channels_last": "auto",     # auto (CUDA only) | true | false
-    "compile": False,            # torch.compile the model
-    "deterministic": False,      # torch.use_deterministic_algorithms + no cudnn.benchmark (CUDA)
-    "sync_bn": False,            # SyncBatchNorm under DDP (CUDA)
-    "num_threads": 0,            # torch CPU threads; 0 = leave torch's default
-    "data_on_device": "auto",    # auto (whole split on the GPU if <= 2 GiB) | true | false
-    "resume": True,              # continue a compatible last.pt in checkpoint_dir
-    "checkpoint_dir": None,      # where last.pt lives; null = out_dir
-    "frontend": copy.deepcopy(frontend_mod.DEFAULTS),
-}
+#: the ``train`` params section (one per modality in params.yaml, e.g. train_images / train_audio): the fields
+#: of :class:`shiftlab.paramschema.Train` (every knob's type, range and default)
+DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.Train)
 
 #: options that may differ between an interrupted run and its resumption
 RUNTIME_KEYS = ("device", "num_threads", "compile", "eval_batch_size", "data_on_device", "resume", "checkpoint_dir")
@@ -125,106 +89,9 @@ RUNTIME_KEYS = ("device", "num_threads", "compile", "eval_batch_size", "data_on_
 
 
 def merge(cfg: Mapping[str, Any] | None, where: str = "train") -> dict[str, Any]:
-    """DEFAULTS updated by ``cfg`` and validated; errors name the key (``train.lr: ...``)."""
-    out = copy.deepcopy(DEFAULTS)
-    if cfg is None:
-        cfg = {}
-    if not isinstance(cfg, Mapping):
-        raise ShiftlabError(f"{where}: must be a mapping of keys, got {cfg!r}")
-    for k, v in cfg.items():
-        if k not in DEFAULTS:
-            hint = difflib.get_close_matches(str(k), list(DEFAULTS), 1)
-            raise ShiftlabError(f"{where}.{k}: unknown key" + (f" (did you mean {hint[0]}?)" if hint else ""))
-        out[k] = copy.deepcopy(v)
-
-    def bad(k, msg):
-        return ShiftlabError(f"{where}.{k}: {msg}, got {out[k]!r}")
-
-    def integer(k, lo, nullable=False):
-        v = out[k]
-        if v is None and nullable:
-            return
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise bad(k, f"must be an integer >= {lo}" + (" or null" if nullable else ""))
-
-    def number(k, lo, hi=None, hi_open=False, lo_open=False, nullable=False):
-        v = out[k]
-        if v is None and nullable:
-            return
-        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-        ok = ok and (v > lo if lo_open else v >= lo)
-        ok = ok and (hi is None or (v < hi if hi_open else v <= hi))
-        if not ok:
-            rng = f"{'(' if lo_open else '['}{lo}, {'inf' if hi is None else hi}{')' if hi_open or hi is None else ']'}"
-            raise bad(k, f"must be a number in {rng}" + (" or null" if nullable else ""))
-        out[k] = float(v)
-
-    def choice(k, options):
-        v = out[k]
-        # a bool matches only a bool option (True == 1 must not pass as an int option, nor 1 as True)
-        if not any((v is o) if isinstance(o, bool) or isinstance(v, bool) else v == o for o in options):
-            shown = ", ".join(str(o).lower() if isinstance(o, bool) else str(o) for o in options)
-            raise bad(k, f"must be one of {shown}")
-
-    def boolean(k):
-        if not isinstance(out[k], bool):
-            raise bad(k, "must be true or false")
-
-    if not isinstance(out["model"], str) or not out["model"]:
-        raise bad("model", "must be a model name (see shiftlab.train.models.names())")
-    if not isinstance(out["model_kwargs"], Mapping):
-        raise bad("model_kwargs", "must be a mapping of keyword arguments")
-    out["model_kwargs"] = dict(out["model_kwargs"])
-    integer("epochs", 1)
-    integer("batch_size", 1)
-    integer("eval_batch_size", 1)
-    boolean("drop_last")
-    choice("optimizer", ("sgd", "adamw"))
-    number("lr", 0.0, lo_open=True)
-    number("momentum", 0.0, 1.0, hi_open=True)
-    boolean("nesterov")
-    if out["optimizer"] == "sgd" and out["nesterov"] and out["momentum"] == 0:
-        raise bad("nesterov", "needs momentum > 0 (set nesterov: false or a momentum)")
-    b = out["betas"]
-    if (not isinstance(b, (list, tuple)) or len(b) != 2 or
-            not all(not isinstance(x, bool) and isinstance(x, (int, float)) and 0 <= x < 1 for x in b)):
-        raise bad("betas", "must be a pair of numbers in [0, 1)")
-    out["betas"] = [float(x) for x in b]
-    number("weight_decay", 0.0)
-    boolean("decay_norm_and_bias")
-    choice("schedule", ("cosine", "constant"))
-    number("warmup_epochs", 0.0)
-    if out["warmup_epochs"] > out["epochs"]:
-        raise bad("warmup_epochs", f"must be at most epochs ({out['epochs']})")
-    number("min_lr_ratio", 0.0, 1.0)
-    number("label_smoothing", 0.0, 1.0, hi_open=True)
-    number("grad_clip", 0.0, lo_open=True, nullable=True)
-    integer("seed", 0)
-    from shiftlab.train.data import ROWS
-
-    choice("rows", ROWS)
-    if out["epoch_rows"] != "real":
-        v = out["epoch_rows"]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise bad("epoch_rows", "must be null, a positive integer or real")
-    integer("eval_train_rows", 1, nullable=True)
-    d = out["device"]
-    if not isinstance(d, str) or not (d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
-        raise bad("device", "must be auto, cpu, cuda or cuda:N")
-    choice("amp", ("auto", True, False))
-    choice("channels_last", ("auto", True, False))
-    boolean("compile")
-    boolean("deterministic")
-    boolean("sync_bn")
-    integer("num_threads", 0)
-    choice("data_on_device", ("auto", True, False))
-    boolean("resume")
-    if out["checkpoint_dir"] is not None and not isinstance(out["checkpoint_dir"], (str, os.PathLike)):
-        raise bad("checkpoint_dir", "must be a directory path or null")
-    if out["checkpoint_dir"] is not None:
-        out["checkpoint_dir"] = str(out["checkpoint_dir"])
-    out["frontend"] = frontend_mod.merge(cfg.get("frontend"), f"{where}.frontend")
-    return out
+    """DEFAULTS updated by ``cfg`` and validated by :class:`shiftlab.paramschema.Train` (the ``frontend``
+    sub-section merged over its own defaults); errors name the key (``train.lr: ...``)."""
+    return paramschema.merge(paramschema.Train, cfg, where)
 
 
 # --------------------------------------------------------------------------- devices, processes
