@@ -63,7 +63,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from shiftlab import store
+from shiftlab import paramschema, store
 from shiftlab.datasets import images as images_mod
 from shiftlab.datasets import splits as splits_mod
 from shiftlab.errors import ShiftlabError
@@ -183,21 +183,12 @@ def merge(cfg: Mapping[str, Any] | None, where: str = "anchor") -> dict[str, Any
     return out
 
 
-def _deep_update(a: dict, b: Mapping) -> dict:
-    for k, v in b.items():
-        if isinstance(v, Mapping) and isinstance(a.get(k), Mapping):
-            a[k] = _deep_update(dict(a[k]), v)
-        else:
-            a[k] = copy.deepcopy(v)
-    return a
-
-
 def preset_config(preset: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The validated trainer config of ``preset`` with ``overrides`` (nested, e.g.
     ``{"frontend": {"crop_padding": 2}}``) applied; errors name ``anchor.train.<key>``."""
     if preset not in PRESETS:
         raise ShiftlabError(f"anchor.preset: must be one of {', '.join(PRESETS)}, got {preset!r}")
-    cfg = _deep_update(copy.deepcopy(PRESETS[preset]), overrides or {})
+    cfg = paramschema.deep_merge(PRESETS[preset], overrides or {})
     return trainer.merge(cfg, "anchor.train")
 
 

@@ -191,8 +191,8 @@ class ModuleSection:
 
     def base(self) -> dict:
         if self.model is not None:
-            return _deep_merge(paramschema.defaults(self.model), self.overrides)
-        return _deep_merge(copy.deepcopy(getattr(self._mod(), self.attr)), self.overrides)
+            return paramschema.deep_merge(paramschema.defaults(self.model), self.overrides)
+        return paramschema.deep_merge(copy.deepcopy(getattr(self._mod(), self.attr)), self.overrides)
 
     def defaults(self) -> dict:
         return self.validate(None, "")
@@ -206,7 +206,7 @@ class ModuleSection:
         for k in self.replace:  # keys whose value is one design (model_kwargs): a user's value replaces it whole
             if value and k in value:
                 base.pop(k, None)
-        merged = _deep_merge(base, value or {})
+        merged = paramschema.deep_merge(base, value or {})
         fn = getattr(self._mod(), self.func)
         if "where" in inspect.signature(fn).parameters and name:
             return fn(merged, where=name)
@@ -218,17 +218,6 @@ class ModuleSection:
             if k and name and msg.startswith(k) and msg[len(k):len(k) + 1] in (".", ":"):
                 msg = name + msg[len(k):]
             raise ShiftlabError(msg) from None
-
-
-def _deep_merge(base: dict, over: dict) -> dict:
-    """``base`` with ``over`` merged in key by key (nested dicts recursively)."""
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
 
 
 def _plain(obj):

@@ -1065,6 +1065,18 @@ MODULE_MODELS: dict[str, type[Section]] = {"target_mix": TargetMix, "synth_mix":
                                            "sweep_cars": SweepCars}
 
 
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict:
+    """``base`` with ``over`` merged in key by key (nested mappings recursively), as a new dict (deep copies):
+    how params overrides apply (``dvc exp run -S``, ``--set``, presets, a module section over its defaults)."""
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
 # --------------------------------------------------------------------------- range overrides
 
 

@@ -181,3 +181,13 @@ def test_knob_table_lists_every_knob_with_type_and_default():
     assert "frames.imagemagick.noise.photons" in keys and len(keys) == len(set(keys))
     flat = {r[0] for r in paramschema.knob_rows("train_audio")}
     assert {"lr", "frontend.n_mels", "model_kwargs"} <= flat
+
+
+def test_deep_merge_is_one_copy_and_does_not_mutate():
+    base = {"a": 1, "f": {"x": 1, "y": [1, 2]}, "k": {"w": 8}}
+    over = {"f": {"y": [3]}, "k": 5, "new": {"z": 1}}
+    got = paramschema.deep_merge(base, over)
+    assert got == {"a": 1, "f": {"x": 1, "y": [3]}, "k": 5, "new": {"z": 1}}
+    assert base == {"a": 1, "f": {"x": 1, "y": [1, 2]}, "k": {"w": 8}}
+    got["new"]["z"] = 2
+    assert over["new"]["z"] == 1

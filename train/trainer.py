@@ -784,15 +784,6 @@ def parse_set(items: Sequence[str]) -> dict:
     return out
 
 
-def _deep_update(a: dict, b: Mapping) -> dict:
-    for k, v in b.items():
-        if isinstance(v, Mapping) and isinstance(a.get(k), Mapping):
-            a[k] = _deep_update(dict(a[k]), v)
-        else:
-            a[k] = v
-    return a
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m shiftlab.train.trainer`` / ``torchrun ... -m shiftlab.train.trainer``."""
     p = argparse.ArgumentParser(prog="python -m shiftlab.train.trainer",
@@ -819,7 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.section not in doc:
                 raise ShiftlabError(f"{path}: no section {args.section}")
             cfg = dict(doc[args.section] or {})
-        cfg = _deep_update(cfg, parse_set(args.set))
+        cfg = paramschema.deep_merge(cfg, parse_set(args.set))
         main_train(merge(cfg, args.section), args.splits, args.out, args.metrics, live_dir=args.live,
                    predictions_path=args.predictions, progress=not args.no_progress)
     except ShiftlabError as e:
