@@ -71,7 +71,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from shiftlab import eligibility, paramschema, seeding
+from shiftlab import devices, eligibility, paramschema, seeding
 from shiftlab.errors import ShiftlabError
 from shiftlab.mixing import bank as bank_mod
 
@@ -129,21 +129,9 @@ def check_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def resolve_device(device: str | None = "auto"):
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given."""
-    import torch
-
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, torch.device):
-        dev = device
-    else:
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError) as e:
-            raise ShiftlabError(f"{_KEY}.device: {device!r} is not a device (auto, cpu, cuda, cuda:N): {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ShiftlabError(f"{_KEY}.device: {device!r} requested but CUDA is not available (use auto or cpu)")
-    return dev
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given
+    (:func:`shiftlab.devices.resolve`)."""
+    return devices.resolve(device, f"{_KEY}.device")
 
 
 def build_bank(cfg: Mapping[str, Any] | None, noise=None, sampling_rate: int = 16000, workers: int = 0):

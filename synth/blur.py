@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from shiftlab import eligibility, paramschema
+from shiftlab import devices, eligibility, paramschema
 from shiftlab.errors import ShiftlabError
 from shiftlab.synth import kernels
 
@@ -118,18 +118,9 @@ def _check_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def resolve_device(device: str | None = "auto"):
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given."""
-    import torch
-
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ShiftlabError(f"{_KEY}.device: {device!r} is not a device (auto, cpu, cuda, cuda:N): {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ShiftlabError(f"{_KEY}.device: {device!r} requested but CUDA is not available (use auto or cpu)")
-    return dev
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given
+    (:func:`shiftlab.devices.resolve`)."""
+    return devices.resolve(device, f"{_KEY}.device")
 
 
 # --------------------------------------------------------------------------- kernels in worker processes

@@ -100,3 +100,24 @@ def test_select_recordings_by_pattern():
     with pytest.raises(ShiftlabError) as e:
         noise.select(ids, ["y"], "k", "none of the selected recordings", known=False)
     assert str(e.value) == "k: pattern 'y' matches none of the selected recordings"
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def test_synthesis_stages_resolve_devices_alike():
+    import torch
+
+    from shiftlab import devices
+    from shiftlab.mixing import mix
+    from shiftlab.synth import blur
+
+    assert devices.resolve("cpu", "k").type == "cpu" and devices.resolve(torch.device("cpu"), "k").type == "cpu"
+    assert devices.resolve(None, "k") == devices.resolve("auto", "k")
+    for stage, key in ((blur, "synth_blur.device"), (mix, "synth_mix.device")):
+        assert stage.resolve_device("cpu").type == "cpu"
+        with pytest.raises(ShiftlabError, match=rf"^{key}: 'gpu' is not a device"):
+            stage.resolve_device("gpu")
+        if not torch.cuda.is_available():
+            with pytest.raises(ShiftlabError, match=rf"^{key}: 'cuda' requested but CUDA is not available"):
+                stage.resolve_device("cuda")
