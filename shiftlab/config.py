@@ -162,6 +162,16 @@ def section(name: str, path: str | Path = PARAMS_FILE) -> dict:
     return validate(sub, str(path), {name: SCHEMA[name]})[name]
 
 
+def typed(name: str, path: str | Path = PARAMS_FILE):
+    """The validated section ``name`` as its typed pydantic object (``typed("synth_blur").kernels.linear.length``);
+    the sections that have a model in :mod:`shiftlab.paramschema` (every one but check_images, check_audio and
+    report)."""
+    models = {**paramschema.MODELS, **paramschema.MODULE_MODELS}
+    if name not in models:
+        raise ShiftlabError(f"{path}: params section {name!r} has no typed model yet (use config.section)")
+    return paramschema.validate_section(models[name], section(name, path), name)
+
+
 def seeds(exp: dict, scenario: str) -> list:
     """The seeds of ``scenario`` in a validated ``experiment`` section."""
     s = exp["seeds"]

@@ -12,9 +12,14 @@ for a number) and words the error as one line. :func:`format_error` turns a pyda
 ``ValidationError`` into that line: ``params.yaml: split_images.dev_fractoin: unknown key
 (did you mean dev_fraction?)``.
 
-Sections whose knobs still belong to one module's own validator (``config.ModuleSection``:
-the check, report, train, evaluate, mixing and sweep sections) are named in
-:data:`MODULE_SECTIONS`; they appear in the JSON Schema as open mappings.
+Sections a module validates (``config.ModuleSection``, named in :data:`MODULE_SECTIONS`) go through
+their module's merge, which calls :func:`merge` with the model here (:data:`MODULE_MODELS`: the mixing,
+training, evaluation and sweep sections), so the module's extra rules (model registry, car and drive
+ranges) run beside it. ``check_images``, ``check_audio`` and ``report`` are still validated by their
+modules alone and appear in the JSON Schema as open mappings.
+
+Also here, shared by every section: :func:`deep_merge` (how overrides apply) and
+:func:`range_overrides` (the ``[low, high]`` range mappings of shiftlab.mixing.cars and .rpm).
 """
 
 import copy

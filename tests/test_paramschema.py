@@ -191,3 +191,15 @@ def test_deep_merge_is_one_copy_and_does_not_mutate():
     assert base == {"a": 1, "f": {"x": 1, "y": [1, 2]}, "k": {"w": 8}}
     got["new"]["z"] = 2
     assert over["new"]["z"] == 1
+
+
+def test_typed_sections(tmp_path, repo_root):
+    from pathlib import Path
+
+    p = Path(repo_root) / "params.yaml"
+    blur = config.typed("synth_blur", p)
+    assert blur.kernels.linear.length == config.section("synth_blur", p)["kernels"]["linear"]["length"]
+    assert config.typed("train_audio", p).frontend.n_mels == 32
+    assert config.typed("synth_mix_narrow", p).bank.recordings == ["dustracing2d/skid"]
+    with pytest.raises(ShiftlabError, match="no typed model"):
+        config.typed("check_images", p)
