@@ -394,7 +394,7 @@ def _score_one(i: int) -> dict:
     parts, base, chk, c = (_POOL[k] for k in ("parts", "base", "chk", "c"))
     cand = _POOL["cands"][i]
     scfg = dict(base, seed=c["seed"], fraction=_POOL["fraction"], copies=1, kernels=cand["kernels"])
-    if mp_child():
+    if _mp_child():
         scfg["workers"] = 1  # no process pool inside a pool worker (kernel draws do not depend on it)
     syn = blur.make_synthetic(parts, scfg, progress=False)
     rep = diversity.run(syn, parts, chk, plots_dir=None, progress=False)
@@ -424,7 +424,7 @@ def _score_one(i: int) -> dict:
     }
 
 
-def mp_child() -> bool:
+def _mp_child() -> bool:
     import multiprocessing as mp
 
     return mp.parent_process() is not None
