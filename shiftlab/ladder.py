@@ -441,14 +441,16 @@ def transfer(root: str | Path = ".", check_images: Mapping | None = None, check_
             if st is None or ev_i.get(f"variant/test/{variant}/error") is None:
                 continue
             v, how, failed = _regate_images(st, syn.get(synth), ci)
-            rows.append({"scenario": "images", "set": variant, "design": design, "verdict": v, "how": how,
+            rung = ("1 kernel (its own 9 px kernel at 45 deg)" if variant == "narrow" else "fresh kernel per row")
+            rows.append({"scenario": "images", "set": variant, "rung": rung, "design": design, "verdict": v, "how": how,
                          "failed": failed, **_ev(ev_i, variant)})
     ev_a = load("metrics/evaluate_audio.json")
     if ev_a:
         st = load("metrics/check_audio_narrow.json")
         if st is not None and ev_a.get("variant/test/narrow/error") is not None:
             v, how, failed = _regate_audio(st, ca)
-            rows.append({"scenario": "audio", "set": "narrow", "design": "one 1.5 s recording (synth_mix_narrow)",
+            rows.append({"scenario": "audio", "set": "narrow", "rung": "beyond the reused rung (reuse ~640)",
+                         "design": "one 1.5 s recording (synth_mix_narrow)",
                          "verdict": v, "how": how, "failed": failed, **_ev(ev_a, "narrow")})
     sw = load("metrics/sweep_cars.json")
     for p in (sw or {}).get("points", []):
@@ -460,6 +462,7 @@ def transfer(root: str | Path = ".", check_images: Mapping | None = None, check_
         d = p.get("synth_minus_nosynth") or {}
         t = p["test"]["synth"]
         rows.append({"scenario": "audio", "set": f"sweep {p['name']}",
+                     "rung": f"{p['n_cars']} car{'s' if p['n_cars'] > 1 else ''}",
                      "design": f"{p['n_cars']} TORCS car(s), {p['seconds']:.0f} s (cars sweep, {d.get('seeds', '?')} seeds)",
                      "verdict": v, "how": how, "failed": failed,
                      "error": t["error"], "error_low": t.get("low"), "error_high": t.get("high"),
@@ -469,7 +472,7 @@ def transfer(root: str | Path = ".", check_images: Mapping | None = None, check_
         st = load("metrics/check_audio.json")
         if st is not None and ev_a.get("variant/test/synth/error") is not None:
             v, how, failed = _regate_audio(st, ca)
-            rows.append({"scenario": "audio", "set": "synth", "design": "the default bank (synth_mix)",
+            rows.append({"scenario": "audio", "set": "synth", "rung": "default bank", "design": "the default bank (synth_mix)",
                          "verdict": v, "how": how, "failed": failed, **_ev(ev_a, "synth")})
     for r in rows:
         lo, hi = r.get("difference_low"), r.get("difference_high")
@@ -595,11 +598,11 @@ def markdown(images: Mapping | None, audio: Mapping | None, trans: Mapping | Non
               "Every trained synthetic set of the default run and of the cars sweep, its check verdict under the "
               "current gates next to its test error and its difference from training without synthesis "
               "(synth - nosynth, percentage points, 95% intervals; seed-paired as in the evaluation).", "",
-              "| scenario | set | design | check | failed gates | test error % (95% CI) | vs nosynth, pts (95% CI) | transfer | verdict from |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| scenario | set | ladder rung | design | check | failed gates | test error % (95% CI) | vs nosynth, pts (95% CI) | transfer | verdict from |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
         for r in trans["rows"]:
             d = r.get("difference")
-            L.append(f"| {r['scenario']} | {r['set']} | {r['design']} | **{r['verdict'].upper()}** | "
+            L.append(f"| {r['scenario']} | {r['set']} | {r.get('rung', '-')} | {r['design']} | **{r['verdict'].upper()}** | "
                      f"{', '.join(r['failed']) or '-'} | {_pct(r.get('error'))} ({_pct(r.get('error_low'))}-"
                      f"{_pct(r.get('error_high'))}) | {'n/a' if d is None else f'{100 * d:+.1f}'} "
                      f"({_pct(r.get('difference_low'))} to {_pct(r.get('difference_high'))}) | {r['transfer']} | {r['how']} |")
