@@ -1251,7 +1251,7 @@ def _ladder_section(doc: _Doc, root: Path, params) -> None:
     md = root / cfg["report"]
     if not md.is_file():
         doc.add(f"*the diversity ladder: not run* (no `{cfg['report']}`; `shiftlab ladder` makes it: graded synthetic "
-                "sets from the default generators, checked with the default gates, about 10 minutes on 2 CPU cores).", "")
+                "sets from the default generators, checked with the default gates, about 25 minutes on 2 CPU cores).", "")
         return
     text = md.read_text()
     body = text.split("\n", 2)[2] if text.startswith("# ") else text  # without its own title
