@@ -616,3 +616,5 @@ SCHEMA["evaluate"] = ModuleSection("shiftlab.train.evaluate", "merge_config", ke
 SCHEMA["report"] = ModuleSection("shiftlab.train.report", "merge_config", key="report")
 #: shiftlab sweep cars (shiftlab.train.sweep): not a dvc.yaml stage; one `dvc exp run` per bank size
 SCHEMA["sweep_cars"] = ModuleSection("shiftlab.train.sweep", "check_cfg", key="sweep_cars")
+#: shiftlab ladder (shiftlab.ladder): not a dvc.yaml stage; its committed results feed the report and the gates
+SCHEMA["ladder"] = ModuleSection("shiftlab.ladder", "check_cfg", key="ladder")
