@@ -16,6 +16,7 @@ import difflib
 import math
 import sys
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -473,7 +474,7 @@ class ModuleSection:
         return importlib.import_module(self.module)
 
     def base(self) -> dict:
-        return _deep_merge(copy.deepcopy(getattr(self._mod(), self.attr)), self.overrides)
+        return deep_merge(copy.deepcopy(getattr(self._mod(), self.attr)), self.overrides)
 
     def defaults(self) -> dict:
         return self.validate(None, "")
@@ -487,7 +488,7 @@ class ModuleSection:
         for k in self.replace:  # keys whose value is one design (model_kwargs): a user's value replaces it whole
             if value and k in value:
                 base.pop(k, None)
-        merged = _deep_merge(base, value or {})
+        merged = deep_merge(base, value or {})
         fn = getattr(self._mod(), self.func)
         if "where" in inspect.signature(fn).parameters and name:
             return fn(merged, where=name)
@@ -501,12 +502,12 @@ class ModuleSection:
             raise ShiftlabError(msg) from None
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
-    """``base`` with ``over`` merged in key by key (nested dicts recursively)."""
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+def deep_merge(base: Mapping, over: Mapping | None) -> dict:
+    """A copy of ``base`` with ``over`` merged in key by key (nested mappings recursively)."""
+    out = copy.deepcopy(dict(base))
+    for k, v in (over or {}).items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out

@@ -49,7 +49,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from shiftlab import seeding
+from shiftlab import config, seeding
 from shiftlab.errors import ShiftlabError
 
 __all__ = ["DEFAULTS", "check_cfg", "image_rungs", "run_images", "audio_rungs", "run_audio", "transfer",
@@ -148,13 +148,6 @@ def check_cfg(cfg: Mapping[str, Any] | None = None, where: str = _KEY) -> dict[s
     return c
 
 
-def _deep_merge(base: Mapping, over: Mapping) -> dict:
-    out = copy.deepcopy(dict(base))
-    for k, v in (over or {}).items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
-    return out
-
-
 # --------------------------------------------------------------------------- images
 
 
@@ -187,7 +180,7 @@ def image_rungs(splits, blur_cfg: Mapping[str, Any], cfg: Mapping[str, Any] | No
 
     c = check_cfg(cfg)
     seed, n = c["seed"], c["images"]["rows"]
-    bc = _deep_merge(blur.DEFAULTS, blur_cfg or {})
+    bc = config.deep_merge(blur.DEFAULTS, blur_cfg or {})
     el = blur.eligible_parents(splits)
     if len(el["id"]) < n:
         raise ShiftlabError(f"{_KEY}.images.rows: {n} rows asked, the splits have {len(el['id'])} eligible source rows")
@@ -214,7 +207,7 @@ def image_rungs(splits, blur_cfg: Mapping[str, Any], cfg: Mapping[str, Any] | No
                       "rows": _with_images(base, imgs, recipes)})
     rungs.append({"name": "fresh kernel per row (default)", "kernels": "fresh",
                   "design": "synth_blur.kernels, a fresh kernel per row (the default synthesis)", "rows": base})
-    mild_cfg = kernels.check_sample_cfg(_deep_merge(gen, c["images"]["mild"]))
+    mild_cfg = kernels.check_sample_cfg(config.deep_merge(gen, c["images"]["mild"]))
     mild = blur.make_synthetic(splits, {**fresh, "kernels": mild_cfg}, device="cpu", progress=False)
     if len(mild) != n:
         mild = mild.select(range(min(n, len(mild))))

@@ -56,6 +56,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from shiftlab import config
 from shiftlab.errors import ShiftlabError
 
 __all__ = ["DEFAULTS", "check_cfg", "candidates", "run", "markdown", "plot"]
@@ -90,16 +91,6 @@ _CRITERIA = ("domain_auc", "frechet")
 
 
 # --------------------------------------------------------------------------- config
-
-
-def _deep_merge(base: Mapping, over: Mapping) -> dict:
-    out = copy.deepcopy(dict(base))
-    for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
 
 
 def _dotted(key: str) -> tuple[str, str]:
@@ -258,7 +249,7 @@ def candidates(cfg: Mapping[str, Any], base_kernels: Mapping[str, Any]) -> list[
             sec, k = _dotted(key)
             nested.setdefault(sec, {})[k] = v
         try:
-            full = kernels.check_sample_cfg(_deep_merge(base, nested))
+            full = kernels.check_sample_cfg(config.deep_merge(base, nested))
         except ShiftlabError as e:
             raise ShiftlabError(f"{where}: {e}") from None
         key = _canon(full)
@@ -469,10 +460,10 @@ def run(splits, cfg: Mapping[str, Any] | None = None, check_cfg_: Mapping[str, A
     if target["rows"] == 0:
         raise ShiftlabError("calibrate blur: splits train has no target rows to calibrate against "
                             "(raise split_images.target_train_fraction)")
-    chk = diversity.check_cfg(_deep_merge(dict(check_cfg_ or {}), c["check"]))
+    chk = diversity.check_cfg(config.deep_merge(dict(check_cfg_ or {}), c["check"]))
     chk["seed"] = c["seed"]
     chk["max_target"] = c["target_rows"]
-    base = _deep_merge(blur.DEFAULTS, dict(base_cfg or {}))  # make_synthetic validates it
+    base = config.deep_merge(blur.DEFAULTS, dict(base_cfg or {}))  # make_synthetic validates it
     cands = candidates(c, base["kernels"])
     n_parents = len(blur.eligible_parents(parts)["id"])
     if n_parents == 0:
