@@ -558,24 +558,15 @@ def check(splits: hfds.DatasetDict) -> None:
         where = sorted({allsp[k] for k in owner[ids == dup]}, key=allsp.index)
         raise ShiftlabError(f"splits: duplicate id {dup} (in {', '.join(where)})")
 
-    for s in ("dev", "test"):
+    for s in ("dev", "test", *allsp[len(SPLITS):]):  # dev, test and every check split: real target rows only
         m = cols[s]
         bad = np.flatnonzero((m["domain"] != "target") | (m["origin"] != "real"))
         if len(bad):
             i = int(bad[0])
-            raise ShiftlabError(
-                f"splits: {s} holds row {m['id'][i]} with domain {m['domain'][i]} and origin {m['origin'][i]}; "
-                f"dev and test must be real target rows only"
-            )
-    for s in allsp[len(SPLITS):]:
-        m = cols[s]
-        bad = np.flatnonzero((m["domain"] != "target") | (m["origin"] != "real"))
-        if len(bad):
-            i = int(bad[0])
-            raise ShiftlabError(
-                f"splits: check split {s} holds row {m['id'][i]} with domain {m['domain'][i]} and origin "
-                f"{m['origin'][i]}; a check split holds real target rows only (never synthetic rows)"
-            )
+            what = (f"{s} holds", "dev and test must be real target rows only") if s in SPLITS else \
+                (f"check split {s} holds", "a check split holds real target rows only (never synthetic rows)")
+            raise ShiftlabError(f"splits: {what[0]} row {m['id'][i]} with domain {m['domain'][i]} and origin "
+                                f"{m['origin'][i]}; {what[1]}")
 
     # synthetic rows: parent real, in train/train_dev, same group and domain
     group_all = np.concatenate([cols[s]["group"] for s in allsp])

@@ -91,6 +91,12 @@ Leave-sources-out probe
     sources. Not applicable (``None`` with a reason) with one noise source or too few rows.
 
 Gates (:func:`gate`, :func:`verdict`)
+    The default thresholds come from the diversity ladder (:mod:`shiftlab.ladder`): banks of
+    1, 3, 10 and 17 real cars at equal seconds of noise, the default bank and all cars with
+    their noise reused 50x, under the same speech. ``n_sources`` and ``vendi_sources`` are
+    reported but not gated (Vendi over sources cannot exceed their number: a second count);
+    the number of sources is gated as ``effective_sources_by_use`` (uneven use counts less)
+    and their spectral distinctness as ``vendi_sources_share``.
     A gate passes when its value meets its rule. **n/a is not a pass**: a gate whose metric
     does not apply or was not computed has ``passed`` False and a ``reason``, and counts with
     its action (an n/a fail gate fails the check: a bank whose probe cannot be run, e.g. one
@@ -160,9 +166,11 @@ DEFAULTS: dict[str, Any] = {
         "min_rows": 40,  # fewer usable mixes than this: probe not applicable (>= 4)
     },
     "max_plot_sources": 30,  # sources drawn in the per-source plots (>= 1)
+    # thresholds read off the diversity ladder (``shiftlab ladder audio``, reports/ladder.md): banks of 1, 3, 10
+    # and 17 real cars at equal seconds of noise, the default bank, and all cars with their noise reused 50x
     "gates": {
-        "n_sources": {"min": 10, "action": "fail"},
-        "vendi_sources": {"min": 5.0, "action": "fail"},
+        "effective_sources_by_use": {"min": 15.0, "action": "fail"},  # 10 cars ~10 FAIL; 17 cars ~17, default ~21
+        "vendi_sources_share": {"min": 0.2, "action": "warn"},  # sources that sound alike (near-copies)
         "largest_source_share": {"max": 0.25, "action": "fail"},
         "reuse_ratio": {"max": 20.0, "action": "fail"},
         "max_segment_uses": {"max": 100, "action": "fail"},
@@ -185,6 +193,7 @@ METRICS: dict[str, str] = {
     "bank_coverage": "share of bank seconds heard at least once",
     "looped_share": "share of mixes whose noise wraps around its clip",
     "vendi_sources": "effective number of spectrally distinct noise sources (Vendi)",
+    "vendi_sources_share": "vendi_sources / n_sources: 1 = the sources all sound different, low = near-copies",
     "vendi_bank_segments": "effective number of distinct bank segments of the used sources (Vendi)",
     "vendi_used_noise": "effective number of distinct noise segments under the mixes (Vendi)",
     "frechet_noise": "Frechet distance, noise under the mixes vs target noise (dB features)",
@@ -758,6 +767,8 @@ def _run(synthetic, bank, target_rows, target_noise, c, seed, plots_dir, bar) ->
         "bank_coverage": r["bank_coverage"],
         "looped_share": r["looped_share"],
         "vendi_sources": s["vendi_sources"],
+        "vendi_sources_share": (s["vendi_sources"] / r["n_sources"]
+                                if s["vendi_sources"] is not None and r["n_sources"] else None),
         "vendi_bank_segments": s["vendi_bank_segments"],
         "vendi_used_noise": s["vendi_used_noise"],
         "frechet_noise": s["frechet_noise"],
@@ -1174,7 +1185,9 @@ def markdown(report: dict, gates: Sequence[dict]) -> str:
     L.append(f"Log-mel statistics ({s['n_features']} dB features) of {s['bank_segments_used']} bank segments of "
              f"{_fmt(s['segment_seconds'])} s; Vendi scores with an rbf bandwidth of {_fmt(s['vendi_bandwidth_db'])} dB RMS.")
     L.append("")
-    L.append(f"- effective number of distinct noise sources (Vendi): **{_fmt(s['vendi_sources'])}** (of {r['n_sources']} used)")
+    share = report.get("metrics", {}).get("vendi_sources_share")
+    L.append(f"- effective number of distinct noise sources (Vendi): **{_fmt(s['vendi_sources'])}** (of {r['n_sources']} used; "
+             f"per source {_fmt(share)}: it cannot exceed the number of sources, so it is gated as a share, not a count)")
     L.append(f"- effective number of distinct bank segments: {_fmt(s['vendi_bank_segments'])}; "
              f"of distinct noise under the mixes: {_fmt(s['vendi_used_noise'])}")
     if s["target_noise_segments"]:

@@ -14,6 +14,7 @@
     shiftlab evaluate --scenario S         errors with CIs, decomposition, synth vs nosynth verdicts
     shiftlab report                        the report of the whole run (markdown, HTML, PNGs)
     shiftlab sweep cars [--run]            test error against distinct cars in the noise bank (dvc exp per point)
+    shiftlab ladder [images|audio|all|report]  the diversity ladder: graded synthetic sets checked, + check vs transfer
     shiftlab models [--input C,H,W]        the model registry: parameters, MACs and FLOPs (2 per MAC)
     shiftlab params [--defaults]           print the validated params (all defaults filled)
 
@@ -725,6 +726,58 @@ def cmd_sweep(args) -> None:
     print(f"sweep cars: {len(res['points'])} points -> {md}, {png}, {metrics} [{time.perf_counter() - t0:.1f} s]")
 
 
+def cmd_ladder(args) -> None:
+    """shiftlab ladder: synthetic sets of graded diversity from the default generators, checked; + check vs transfer."""
+    import json
+
+    from shiftlab import ladder, store
+
+    t0 = time.perf_counter()
+    cfg = ladder.check_cfg(config.section("ladder", args.params))
+    what = args.what
+    paths = {"images": Path(cfg["metrics_images"]), "audio": Path(cfg["metrics_audio"])}
+    res = {}
+
+    def log(msg):
+        print(msg, flush=True)
+
+    if what in ("images", "all"):
+        splits = store.load(Path(args.input_images or SPLITS / "images"), "split dataset",
+                            "run `shiftlab split images` first")
+        res["images"] = ladder.run_images(splits, config.section("synth_blur", args.params),
+                                          config.section("check_images", args.params), cfg, log=log)
+        store.write_json(paths["images"], res["images"])
+    if what in ("audio", "all"):
+        splits = store.load(Path(args.input_audio or SPLITS / "audio"), "split dataset", "run `shiftlab split audio` first")
+        noise = store.load(PREPARED / "noise", "prepared noise", "run `shiftlab prepare noise` first")
+        bank_path = SYNTH / "mix_bank"
+        default_bank = (store.load(bank_path, "noise bank", "run `shiftlab mix` first")
+                        if cfg["audio"]["default_bank"] else None)
+        tr = splits["train"]
+        tgt = tr.select([i for i, d in enumerate(tr["domain"]) if d == "target"])
+        tnoise = noise.select([i for i, d in enumerate(noise["domain"]) if d == "target"])
+        res["audio"] = ladder.run_audio(splits, noise, config.section("synth_mix", args.params),
+                                        config.section("check_audio", args.params), cfg, default_bank=default_bank,
+                                        target_rows=tgt, target_noise=tnoise if len(tnoise) else None, log=log)
+        store.write_json(paths["audio"], res["audio"])
+    for k in ("images", "audio"):  # the other half: the committed results, when there
+        if k not in res and paths[k].is_file():
+            res[k] = json.loads(paths[k].read_text())
+    synthetic = {}
+    for name in ("blur", "blur_narrow"):
+        if (SYNTH / name).is_dir():
+            synthetic[name] = store.load(SYNTH / name, "synthetic rows", "")
+    trans = ladder.transfer(".", config.section("check_images", args.params),
+                            config.section("check_audio", args.params), synthetic)
+    md, png = Path(cfg["report"]), Path(cfg["plot"])
+    ladder.plot(res.get("images"), res.get("audio"), png)
+    rel = png.name if png.parent == md.parent else str(png)
+    store.write_text(md, ladder.markdown(res.get("images"), res.get("audio"), trans, rel))
+    store.write_json(paths["images"].parent / "ladder_transfer.json", trans)
+    print(f"ladder: {ladder.transfer_sentence(trans)}")
+    print(f"ladder [{what}]: -> {md}, {png}, {', '.join(str(paths[k]) for k in res)} [{time.perf_counter() - t0:.1f} s]")
+
+
 def cmd_models(args) -> None:
     from shiftlab.train import models
 
@@ -890,6 +943,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run every point (one `dvc exp run` each, in the workspace, restored afterwards); "
                          "without it: only rebuild the table and plot from the saved points")
     sp.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("ladder", help="the diversity ladder: graded synthetic sets from the default generators, "
+                        "checked with the default gates, and the check's verdicts next to the trained test errors")
+    sp.add_argument("what", nargs="?", choices=["images", "audio", "all", "report"], default="all",
+                    help="which ladder to build and check (default all); report: only rebuild the report, plot and "
+                         "check-vs-transfer table from the saved ladder results")
+    sp.add_argument("--input-images", help="image split dataset (default data/splits/images)")
+    sp.add_argument("--input-audio", help="audio split dataset (default data/splits/audio)")
+    sp.set_defaults(func=cmd_ladder)
 
     sp = sub.add_parser("models", help="the model registry: parameters, MACs and FLOPs (2 per MAC) per model")
     sp.add_argument("--input", default="1,28,28", help="input shape C,H,W (default 1,28,28)")

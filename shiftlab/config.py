@@ -230,6 +230,10 @@ class ModuleSection:
             raise ShiftlabError(msg) from None
 
 
+#: one deep merge for params overrides, calibrate and ladder (the schema's)
+deep_merge = paramschema.deep_merge
+
+
 def _plain(obj):
     """Tuples -> lists, numpy scalars -> Python (so defaults compare equal to YAML)."""
     if isinstance(obj, dict):
@@ -270,5 +274,7 @@ SCHEMA: dict[str, Any] = {
     "report": ModuleSection("shiftlab.train.report", "merge_config", key="report"),
     #: shiftlab sweep cars (shiftlab.train.sweep): not a dvc.yaml stage; one `dvc exp run` per bank size
     "sweep_cars": ModuleSection("shiftlab.train.sweep", "check_cfg", key="sweep_cars"),
+    #: shiftlab ladder (shiftlab.ladder): not a dvc.yaml stage; its committed results feed the report and the gates
+    "ladder": ModuleSection("shiftlab.ladder", "check_cfg", key="ladder"),
 }
 assert tuple(SCHEMA) == paramschema.SECTIONS and set(SCHEMA) == set(paramschema.MODELS) | set(paramschema.MODULE_SECTIONS)

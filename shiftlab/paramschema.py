@@ -1055,13 +1055,14 @@ MODULE_SECTIONS: dict[str, str] = {
     "evaluate": "shiftlab.train.evaluate.merge_config",
     "report": "shiftlab.train.report.merge_config",
     "sweep_cars": "shiftlab.train.sweep.check_cfg",
+    "ladder": "shiftlab.ladder.check_cfg",
 }
 
 
 #: every params.yaml section, in file order
 SECTIONS = ("prepare_images", "prepare_speech", "prepare_noise", "split_images", "split_audio", "synth_blur",
             "synth_blur_narrow", "target_mix", "synth_mix", "synth_mix_narrow", "check_images", "check_audio",
-            "calibrate_blur", "experiment", "train_images", "train_audio", "evaluate", "report", "sweep_cars")
+            "calibrate_blur", "experiment", "train_images", "train_audio", "evaluate", "report", "sweep_cars", "ladder")
 
 #: module sections whose module validates them with a model here (the JSON Schema shows the model)
 MODULE_MODELS: dict[str, type[Section]] = {"target_mix": TargetMix, "synth_mix": SynthMix,
@@ -1070,11 +1071,11 @@ MODULE_MODELS: dict[str, type[Section]] = {"target_mix": TargetMix, "synth_mix":
                                            "sweep_cars": SweepCars}
 
 
-def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict:
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any] | None) -> dict:
     """``base`` with ``over`` merged in key by key (nested mappings recursively), as a new dict (deep copies):
     how params overrides apply (``dvc exp run -S``, ``--set``, presets, a module section over its defaults)."""
     out = copy.deepcopy(dict(base))
-    for k, v in over.items():
+    for k, v in (over or {}).items():
         if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
             out[k] = deep_merge(out[k], v)
         else:

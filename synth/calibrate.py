@@ -15,8 +15,10 @@ candidate kernel ranges *before* anything is trained:
 3. **Scores**, with the check's own code and gates: :func:`shiftlab.synth.diversity.run` on
    those rows against the **target rows of ``train``** (the check's realism metrics: domain
    classifier AUC with its 95% interval, Frechet distance of the features) and
-   :func:`shiftlab.synth.diversity.gate` with the ``check_images`` gates (kernel Vendi,
-   distinct kernels, orientation entropy, near-duplicates, held-out kernel probe, ...).
+   :func:`shiftlab.synth.diversity.gate` with the ``check_images`` gates (kernel Vendi ratio
+   and effective kernels per row, orientation entropy, near-duplicates, held-out kernel
+   probe, ...: relative to a reference at equal n and scale, so a candidate of short kernels
+   is not failed for its kernel size alone).
    The feature network is fitted once (same rows, seed and cfg for every candidate, so the
    candidates are measured in one feature space) and reused.
 4. **Recommendation.** Candidates that fail a ``fail`` gate are never recommended (the
@@ -385,7 +387,7 @@ def _score_one(i: int) -> dict:
     parts, base, chk, c = (_POOL[k] for k in ("parts", "base", "chk", "c"))
     cand = _POOL["cands"][i]
     scfg = dict(base, seed=c["seed"], fraction=_POOL["fraction"], copies=1, kernels=cand["kernels"])
-    if mp_child():
+    if _mp_child():
         scfg["workers"] = 1  # no process pool inside a pool worker (kernel draws do not depend on it)
     syn = blur.make_synthetic(parts, scfg, progress=False)
     rep = diversity.run(syn, parts, chk, plots_dir=None, progress=False)
@@ -415,7 +417,7 @@ def _score_one(i: int) -> dict:
     }
 
 
-def mp_child() -> bool:
+def _mp_child() -> bool:
     import multiprocessing as mp
 
     return mp.parent_process() is not None

@@ -128,7 +128,7 @@ def scenario(name, target):
 def test_one_short_recording_under_all_speech_is_flagged(target):
     rep, gates = scenario("one", target)
     failed = {g["name"] for g in dv.failures(gates)}
-    assert {"reuse_ratio", "n_sources", "max_segment_uses"} <= failed
+    assert {"reuse_ratio", "effective_sources_by_use", "max_segment_uses"} <= failed
     m = rep["metrics"]
     # every mix uses N samples of one 1.5 s clip, and the whole clip gets heard
     assert m["bank_coverage"] == 1.0
@@ -152,7 +152,7 @@ def test_one_short_recording_under_all_speech_is_flagged(target):
 def test_few_cars_are_flagged(target, name, k):
     rep, gates = scenario(name, target)
     failed = {g["name"] for g in dv.failures(gates)}
-    assert "n_sources" in failed and "vendi_sources" in failed
+    assert "effective_sources_by_use" in failed and "largest_source_share" in failed
     assert rep["metrics"]["n_sources"] == k
     assert rep["metrics"]["vendi_sources"] <= k + 1e-9
     assert rep["metrics"]["largest_source_share"] == pytest.approx(1.0 / k, abs=0.01)
@@ -306,7 +306,7 @@ def test_gate_semantics():
     cfg = {"gates": {"n_sources": {"min": 12}, "reuse_ratio": {"max": 20, "action": "warn"},
                      "probe_gap": {"max": 0.1, "action": "fail"}, "vendi_sources": None, "probe_gap_ci_high": None,
                      "largest_source_share": None, "max_segment_uses": None, "domain_auc": None,
-                     "noise_domain_auc": None}}
+                     "noise_domain_auc": None, "effective_sources_by_use": None, "vendi_sources_share": None}}
     g = {x["name"]: x for x in dv.gate(rep, cfg)}
     assert set(g) == {"n_sources", "reuse_ratio", "probe_gap"}
     assert g["n_sources"] == {"name": "n_sources", "value": 12.0, "op": ">=", "threshold": 12.0, "action": "fail",
@@ -350,7 +350,8 @@ def test_config_merges_over_defaults():
     c = dv.check_cfg({"probe": {"folds": 3}, "gates": {"reuse_ratio": {"max": 5.0, "action": "warn"}}})
     assert c["probe"] == {**dv.DEFAULTS["probe"], "folds": 3}
     assert c["gates"]["reuse_ratio"] == {"max": 5.0, "action": "warn"}
-    assert c["gates"]["n_sources"] == dv.DEFAULTS["gates"]["n_sources"]
+    assert c["gates"]["effective_sources_by_use"] == dv.DEFAULTS["gates"]["effective_sources_by_use"]
+    assert "n_sources" not in c["gates"] and "vendi_sources" not in c["gates"]  # counts: reported, not gated
     assert dv.check_cfg(dv.check_cfg(None)) == dv.check_cfg(None)  # a validated cfg is a fixed point
     assert set(dv.DEFAULTS["gates"]) <= set(dv.METRICS)
 

@@ -98,7 +98,7 @@ def test_run_scores_candidates_and_never_recommends_a_failing_one(result):
     names = [r["name"] for r in result["candidates"]]
     assert names == ["base", "c1", "c2"]  # base, grid [2, 5] ([3, 15] = base), the narrow extra candidate
     narrow = result["candidates"][2]
-    assert not narrow["eligible"] and "distinct_kernels" in narrow["failed"]
+    assert not narrow["eligible"] and "kernel_effective_share" in narrow["failed"]
     assert result["recommended"] in ("base", "c1")
     assert result["recommended"] != "c2"
     rec = next(r for r in result["candidates"] if r["name"] == result["recommended"])
@@ -138,7 +138,7 @@ def test_report_and_plot(result, tmp_path):
     md = calibrate.markdown(result, "calibrate_blur.png")
     assert "| rank | candidate |" in md and "**train** split" in md and "dev and test are never read" in md
     assert f"**Recommended: {result['recommended']}**" in md
-    assert "FAIL distinct_kernels" in md and "![realism vs diversity](calibrate_blur.png)" in md
+    assert "kernel_effective_share" in md and "![realism vs diversity](calibrate_blur.png)" in md
     png = tmp_path / "x.png"
     calibrate.plot(result, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

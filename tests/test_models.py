@@ -305,8 +305,8 @@ def test_channels_last_matches_contiguous(name):
     model_cl = make(name).eval().to(memory_format=torch.channels_last)
     out = model_cl(x.to(memory_format=torch.channels_last))
     # eval-mode BN at init does not normalise, so deep untrained nets reach logits of
-    # 1e4; compare relative to the output scale (float32 summation order differs)
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 + 1e-5 * ref.abs().max().item())
+    # 1e4; compare relative to the output scale (float32 summation order differs, and by CPU: 1e-5 of the scale held on AMD EPYC, not on Intel Xeon)
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-5 + 1e-4 * ref.abs().max().item())
 
 
 @pytest.mark.parametrize("name", ["preact_resnet", "cbam_resnet", "nonlocal_resnet",

@@ -210,11 +210,13 @@ def test_forced_rerun_is_byte_identical(project):
 def test_experiment_run_show_and_diff(project):
     """`dvc exp run -S` reruns what the override touches; exp show / metrics diff report it."""
     work, run, _ = project
-    r = run(sys.executable, "-m", "dvc", "exp", "run", "-S", "split_images.beta_source=balanced", "-n", "balanced")
+    r = run(sys.executable, "-m", "dvc", "exp", "run", "-S", "train_images.lr=0.05", "-n", "lr005")
     ran = set(re.findall(r"Running stage '([^']+)'", r.stdout))
     skipped = set(re.findall(r"Stage '([^']+)' didn't change, skipping", r.stdout))
-    # the override reaches the image splits and every image run after them ...
-    assert {"split_images", "train@images", "evaluate@images"} <= ran, r.stdout
+    # the override reaches the image runs and what reads them ...
+    assert {"train@images", "evaluate@images", "report"} <= ran, r.stdout
+    # ... but not the image data, synthesis and checks before them
+    assert {"split_images", "synth_blur", "check_images@run0"} <= skipped, r.stdout
     # ... and nothing of the audio scenario, which it does not touch
     audio = {"prepare_speech", "prepare_noise", "prepare_target", "split_audio", "synth_mix", "synth_mix_narrow",
              "check_audio@run0", "check_audio@run1", "train@audio", "evaluate@audio"}
@@ -222,8 +224,8 @@ def test_experiment_run_show_and_diff(project):
     assert {"prepare_speech", "split_audio", "evaluate@audio"} <= skipped, r.stdout
     shown = json.loads(run(sys.executable, "-m", "dvc", "exp", "show", "--json").stdout)
     text = json.dumps(shown)
-    assert "balanced" in text and "evaluate_images.json" in text
-    diff = run(sys.executable, "-m", "dvc", "metrics", "diff", "HEAD", "balanced", "--json")
+    assert "lr005" in text and "evaluate_images.json" in text
+    diff = run(sys.executable, "-m", "dvc", "metrics", "diff", "HEAD", "lr005", "--json")
     assert diff.returncode == 0
-    run(sys.executable, "-m", "dvc", "plots", "diff", "HEAD", "balanced", "-o", str(work / ".plots"))
+    run(sys.executable, "-m", "dvc", "plots", "diff", "HEAD", "lr005", "-o", str(work / ".plots"))
     assert any((work / ".plots").rglob("*.html"))

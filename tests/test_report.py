@@ -142,19 +142,23 @@ def _write_png(path: Path, colour: str):
 
 
 IMG_GOOD = {"kernels": {"distinct": 500, "vendi": 40.0, "effective_number": 400.0, "top_share": 0.01,
+                        "effective_share": 0.8, "vendi_ratio": 1.0,
                         "params": {"orientation": {"entropy": 0.9}, "length": {"entropy": 0.8}},
                         "copies_per_parent": {"max": 1}},
             "near_duplicates": {"share": 0.0}, "probe": {"gap": 0.01, "gap_ci": [-0.01, 0.02]},
             "realism": {"domain_auc": {"auc": 0.7}}}
 IMG_NARROW = {"kernels": {"distinct": 1, "vendi": 1.0, "effective_number": 1.0, "top_share": 1.0,
+                          "effective_share": 0.001, "vendi_ratio": 0.3,
                           "params": {"orientation": {"entropy": 0.0}, "length": {"entropy": 0.0}},
                           "copies_per_parent": {"max": 1}},
               "near_duplicates": {"share": 0.02}, "probe": {"gap": 0.2, "gap_ci": [0.1, 0.3]},
               "realism": {"domain_auc": {"auc": 0.95}}}
-AUD_GOOD = {"metrics": {"n_sources": 53, "vendi_sources": 25.7, "largest_source_share": 0.03, "reuse_ratio": 1.2,
+AUD_GOOD = {"metrics": {"n_sources": 53, "vendi_sources": 25.7, "effective_sources_by_use": 45.0,
+                        "vendi_sources_share": 0.48, "largest_source_share": 0.03, "reuse_ratio": 1.2,
                         "max_segment_uses": 2, "probe_gap": -0.03, "probe_gap_ci_high": 0.02, "domain_auc": 0.8,
                         "noise_domain_auc": 0.9}}
-AUD_NARROW = {"metrics": {"n_sources": 1, "vendi_sources": 1.0, "largest_source_share": 1.0, "reuse_ratio": 677.5,
+AUD_NARROW = {"metrics": {"n_sources": 1, "vendi_sources": 1.0, "effective_sources_by_use": 1.0,
+                          "vendi_sources_share": 1.0, "largest_source_share": 1.0, "reuse_ratio": 677.5,
                           "max_segment_uses": 1000, "probe_gap": None, "domain_auc": 1.0, "noise_domain_auc": 1.0}}
 
 
@@ -253,8 +257,8 @@ def test_data_sizes_count_synthetic_rows_per_parent_split(built):
 
 def test_dashboard_gates_and_prediction_paragraph(root, built):
     _, md, _ = built
-    assert "| images | narrow | `metrics/check_images_narrow.json` | **FAIL** | distinct_kernels" in md
-    assert "| distinct_kernels | 1 | >= 20 | fail | **FAIL** |" in md
+    assert "| images | narrow | `metrics/check_images_narrow.json` | **FAIL** | kernel_vendi_ratio" in md
+    assert "| kernel_vendi_ratio | 0.300 | >= 0.750 | fail | **FAIL** |" in md
     assert "| reuse_ratio | 677.500 | <= 20 | fail | **FAIL** |" in md
     # n/a is not a pass: the narrow bank's probe cannot run, its gates count with their action
     assert "| probe_gap | n/a | <= 0.050 | warn | warn (n/a) |" in md

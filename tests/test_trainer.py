@@ -533,6 +533,28 @@ def test_audio_training_and_predict(tmp_path):
     assert set(p) == {"train", "dev", "test"} and p["test"]["logits"].shape == (9, 3)
 
 
+def test_precomputed_audio_features_train_exactly_as_per_batch_ones(tmp_path):
+    """Audio features computed once per split (the default) give the same weights and logits
+    as computing them per batch (the path an augment hook takes: it needs the waveforms)."""
+    s = hfds.DatasetDict({"train": audio_split(36, "tr"), "dev": audio_split(9, "dv", seed=1),
+                          "test": audio_split(9, "te", seed=2)})
+    c = cfg(epochs=2, batch_size=12, frontend={"n_mels": 16, "n_fft": 128, "hop_length": 64,
+                                               "spec_augment": True, "audio_seconds": 1.0})
+    calls = []
+
+    def identity(x, i, e):
+        calls.append(x.ndim)
+        return x
+
+    pre = trainer.train(s, c, tmp_path / "pre", model=Tiny, progress=False)
+    raw = trainer.train(s, c, tmp_path / "raw", model=Tiny, augment=identity, progress=False)
+    assert calls and set(calls) == {2}  # the hook saw waveforms, so that run computed features per batch
+    a, b = pre["model"].state_dict(), raw["model"].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pa, pb = trainer.predict(pre, s), trainer.predict(raw, s)
+    assert all(np.array_equal(pa[k]["logits"], pb[k]["logits"]) for k in pa)
+
+
 def test_main_train_writes_metrics_predictions_and_dvclive(tmp_path, capsys):
     s = image_splits(n_train=60)
     from shiftlab import store

@@ -1242,6 +1242,26 @@ def _sweep_section(doc: _Doc, root: Path, params) -> None:
         doc.image("sweep_cars.png", png.read_bytes(), "test error against distinct cars in the bank")
 
 
+def _ladder_section(doc: _Doc, root: Path, params) -> None:
+    """The diversity ladder and the check-vs-transfer table (``shiftlab ladder``), when its results are there."""
+    from shiftlab import ladder
+
+    cfg = ladder.check_cfg((params or {}).get("ladder"))
+    doc.add("### The diversity ladder: the checks' thresholds, and did a FAIL predict worse transfer?", "")
+    md = root / cfg["report"]
+    if not md.is_file():
+        doc.add(f"*the diversity ladder: not run* (no `{cfg['report']}`; `shiftlab ladder` makes it: graded synthetic "
+                "sets from the default generators, checked with the default gates, about 25 minutes on 2 CPU cores).", "")
+        return
+    text = md.read_text()
+    body = text.split("\n", 2)[2] if text.startswith("# ") else text  # without its own title
+    body = "\n".join(ln for ln in body.splitlines() if not ln.startswith("![ladder]("))
+    doc.add(body.replace("\n## ", "\n#### "), "")
+    png = root / cfg["plot"]
+    if png.is_file():
+        doc.image("ladder.png", png.read_bytes(), "the gated scores along the ladder, with their thresholds")
+
+
 def _check_plots(doc: _Doc, sc: _Scenario, name: str) -> None:
     d = sc.root / "reports" / name
     pngs = sorted(p.name for p in d.glob("*.png")) if d.is_dir() else []
@@ -1557,6 +1577,7 @@ def _render(root: Path, c: dict) -> tuple[_Doc, list[str]]:
     _dashboard(doc, scs)
     if "audio" in c["scenarios"]:
         _sweep_section(doc, root, params)
+    _ladder_section(doc, root, params)
     _inputs_section(doc, root, scs, params_found)
     return doc, lines
 

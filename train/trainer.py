@@ -421,6 +421,9 @@ def train(
         "input_shape": list(fe.output_shape()),
     }
     fp = _fingerprint(cfg, tr, custom)
+    if augment is None:  # audio: log-mel once per row, not once per epoch (an augment hook needs the waveforms)
+        tr = fe.precompute(tr)
+        data = {s: (tr if s == "train" else fe.precompute(d)) for s, d in data.items()}
     epoch_rows = resolve_epoch_rows(cfg["epoch_rows"], tr)
     loader = Loader(tr, cfg["batch_size"], device, shuffle=True, seed=cfg["seed"], rank=dist.rank,
                     world_size=dist.world, drop_last=cfg["drop_last"], data_on_device=cfg["data_on_device"],
@@ -639,7 +642,7 @@ def predict(
     out = {}
     with torch.random.fork_rng(devices=[dev.index] if dev.type == "cuda" else []):
         for s in names:
-            d = data[s]
+            d = fe.precompute(data[s])
             _, logits = _forward_all(net, fe, Loader(d, batch_size, dev), amp, False, None, collect=True)
             z = torch.from_numpy(logits)
             out[s] = {
