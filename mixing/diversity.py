@@ -113,7 +113,6 @@ Numbers that do not apply are ``None`` in the report (it is strict JSON: no NaN)
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import math
 from pathlib import Path
@@ -121,7 +120,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from shiftlab import seeding, stats
+from shiftlab import paramschema, seeding, stats
 from shiftlab.errors import ShiftlabError
 from shiftlab.stats import CI
 
@@ -141,45 +140,8 @@ __all__ = [
 _KEY = "check_audio"
 _PURPOSE = "check_audio"
 
-#: Defaults of the ``check_audio`` params section.
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,  # every random choice of the check derives from it (>= 0)
-    "max_rows": 2000,  # mixes entering the spectral / realism / probe parts (seeded subsample; >= 20);
-    #                    the reuse accounting always counts every mix
-    "segment_seconds": None,  # bank / target-noise segment length (> 0); None = median mix length
-    "segment_hop": 1.0,  # hop between segments as a fraction of their length, (0, 1]; 1 = no overlap
-    "max_bank_segments": 1000,  # bank segments entering the features (seeded, spread evenly over the
-    #                             sources, at least one per used source; >= 2)
-    "n_mels": 40,  # mel bands (>= 2)
-    "win_seconds": 0.025,  # STFT window (> 0)
-    "hop_seconds": 0.01,  # STFT hop (> 0)
-    "f_min": 20.0,  # lowest mel edge in Hz (>= 0)
-    "f_max": None,  # highest mel edge in Hz (> f_min, <= Nyquist); None = Nyquist
-    "top_db": 80.0,  # dB floor below each segment's maximum (> 0)
-    "vendi_bandwidth_db": 3.0,  # rbf bandwidth of the Vendi scores, RMS dB (> 0)
-    "domain_folds": 5,  # folds of the domain classifiers (>= 2)
-    "l2": 0.001,  # L2 penalty of every logistic fit (>= 0)
-    "n_boot": 1000,  # bootstrap replicates of every CI (>= 0; 0 = no CI)
-    "probe": {
-        "folds": 2,  # source folds of the leave-sources-out probe (>= 2)
-        "test_fraction": 0.25,  # share of each source's mixes held out as test rows, (0, 1)
-        "min_rows": 40,  # fewer usable mixes than this: probe not applicable (>= 4)
-    },
-    "max_plot_sources": 30,  # sources drawn in the per-source plots (>= 1)
-    # thresholds read off the diversity ladder (``shiftlab ladder audio``, reports/ladder.md): banks of 1, 3, 10
-    # and 17 real cars at equal seconds of noise, the default bank, and all cars with their noise reused 50x
-    "gates": {
-        "effective_sources_by_use": {"min": 15.0, "action": "fail"},  # 10 cars ~10 FAIL; 17 cars ~17, default ~21
-        "vendi_sources_share": {"min": 0.2, "action": "warn"},  # sources that sound alike (near-copies)
-        "largest_source_share": {"max": 0.25, "action": "fail"},
-        "reuse_ratio": {"max": 20.0, "action": "fail"},
-        "max_segment_uses": {"max": 100, "action": "fail"},
-        "probe_gap": {"max": 0.05, "action": "warn"},
-        "probe_gap_ci_high": {"max": 0.10, "action": "fail"},
-        "domain_auc": {"max": 0.90, "action": "warn"},
-        "noise_domain_auc": {"max": 0.95, "action": "warn"},
-    },
-}
+#: Defaults of the ``check_audio`` params section (its model: :class:`shiftlab.paramschema.CheckAudio`).
+DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.CheckAudio)
 
 #: The scalar metrics of ``report["metrics"]`` (the names a gate may use) and their meaning.
 METRICS: dict[str, str] = {
@@ -214,133 +176,20 @@ _PLOTS = ("uses_per_source.png", "coverage.png", "spectra.png", "embedding.png")
 # --------------------------------------------------------------------------- config
 
 
-def _bad(where: str, key: str, what: str, v) -> ShiftlabError:
-    return ShiftlabError(f"{where}.{key}: must be {what}, got {v!r}")
-
-
 def _is_num(v) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(float(v))
 
 
-def _int(c: dict, key: str, lo: int, where: str) -> int:
-    v = c[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise _bad(where, key, f"an integer >= {lo}", v)
-    return int(v)
-
-
-def _num(c: dict, key: str, where: str, lo: float | None = None, hi: float | None = None,
-         lo_open: bool = False, hi_open: bool = False, nullable: bool = False):
-    v = c[key]
-    if v is None and nullable:
-        return None
-    ok = _is_num(v)
-    if ok:
-        f = float(v)
-        ok = (lo is None or (f > lo if lo_open else f >= lo)) and (hi is None or (f < hi if hi_open else f <= hi))
-    if not ok:
-        lo_t = "" if lo is None else f"{'>' if lo_open else '>='} {lo:g}"
-        hi_t = "" if hi is None else f"{'<' if hi_open else '<='} {hi:g}"
-        what = "a number " + " and ".join(t for t in (lo_t, hi_t) if t) + (" or null" if nullable else "")
-        raise _bad(where, key, what.strip(), v)
-    return float(v)
-
-
-def _merge(base: dict, cfg, where: str) -> dict:
-    if cfg is None:
-        return base
-    if not isinstance(cfg, Mapping):
-        raise ShiftlabError(f"{where}: must be a mapping of keys, got {cfg!r}")
-    for k, v in cfg.items():
-        if k not in base:
-            hint = difflib.get_close_matches(str(k), [str(x) for x in base], 1)
-            raise ShiftlabError(f"{where}.{k}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}")
-        base[k] = copy.deepcopy(v)
-    return base
-
-
-def _check_gates(gates, where: str) -> dict:
-    if gates is None:
-        return {}
-    if not isinstance(gates, Mapping):
-        raise ShiftlabError(f"{where}: must be a mapping metric -> {{min|max, action}}, got {gates!r}")
-    out = {}
-    for name, g in gates.items():
-        w = f"{where}.{name}"
-        if name not in METRICS:
-            hint = difflib.get_close_matches(str(name), list(METRICS), 1)
-            raise ShiftlabError(f"{w}: unknown metric{f' (did you mean {hint[0]}?)' if hint else ''}")
-        if g is None:  # switched off
-            continue
-        if not isinstance(g, Mapping):
-            raise ShiftlabError(f"{w}: must be a mapping with min or max and action, got {g!r}")
-        extra = sorted(set(g) - {"min", "max", "action"})
-        if extra:
-            raise ShiftlabError(f"{w}.{extra[0]}: unknown key (a gate has min or max, and action)")
-        ops = [k for k in ("min", "max") if k in g]
-        if len(ops) != 1:
-            raise ShiftlabError(f"{w}: needs exactly one of min or max, got {sorted(g)}")
-        thr = g[ops[0]]
-        if not _is_num(thr):
-            raise ShiftlabError(f"{w}.{ops[0]}: must be a finite number, got {thr!r}")
-        action = g.get("action", "fail")
-        if action not in ("fail", "warn"):
-            raise ShiftlabError(f"{w}.action: must be fail or warn, got {action!r}")
-        out[str(name)] = {ops[0]: float(thr), "action": action}
-    return out
-
-
 def check_cfg(cfg: Mapping[str, Any] | None = None, where: str = _KEY) -> dict[str, Any]:
-    """:data:`DEFAULTS` with ``cfg`` merged over it, validated; errors name ``where.key``.
+    """:data:`DEFAULTS` with ``cfg`` merged over it, validated by :class:`shiftlab.paramschema.CheckAudio`;
+    errors name ``where.key``.
 
     ``probe`` merges key by key; ``gates`` merges metric by metric over the default gates
     (a gate given as ``None`` is switched off; ``gates: None`` switches all off). A gate is
     ``{"min": x}`` or ``{"max": x}`` plus ``"action": "fail" | "warn"`` (default fail) on a
     metric of :data:`METRICS`.
     """
-    out = copy.deepcopy(DEFAULTS)
-    user = {} if cfg is None else cfg
-    if not isinstance(user, Mapping):
-        raise ShiftlabError(f"{where}: must be a mapping of keys, got {user!r}")
-    user = dict(user)
-    probe_cfg = user.pop("probe", None)
-    gates_given = "gates" in user
-    gates_cfg = user.pop("gates", None)
-    _merge(out, user, where)
-    out["probe"] = _merge(copy.deepcopy(DEFAULTS["probe"]), probe_cfg, f"{where}.probe")
-    if gates_given and gates_cfg is None:
-        out["gates"] = {}
-    else:
-        if gates_cfg is not None and not isinstance(gates_cfg, Mapping):
-            raise ShiftlabError(f"{where}.gates: must be a mapping metric -> {{min|max, action}}, got {gates_cfg!r}")
-        merged = copy.deepcopy(DEFAULTS["gates"])
-        for k, v in (gates_cfg or {}).items():
-            merged[k] = copy.deepcopy(v)
-        out["gates"] = _check_gates(merged, f"{where}.gates")
-
-    out["seed"] = _int(out, "seed", 0, where)
-    out["max_rows"] = _int(out, "max_rows", 20, where)
-    out["segment_seconds"] = _num(out, "segment_seconds", where, lo=0.0, lo_open=True, nullable=True)
-    out["segment_hop"] = _num(out, "segment_hop", where, lo=0.0, hi=1.0, lo_open=True)
-    out["max_bank_segments"] = _int(out, "max_bank_segments", 2, where)
-    out["n_mels"] = _int(out, "n_mels", 2, where)
-    out["win_seconds"] = _num(out, "win_seconds", where, lo=0.0, lo_open=True)
-    out["hop_seconds"] = _num(out, "hop_seconds", where, lo=0.0, lo_open=True)
-    out["f_min"] = _num(out, "f_min", where, lo=0.0)
-    out["f_max"] = _num(out, "f_max", where, lo=0.0, lo_open=True, nullable=True)
-    if out["f_max"] is not None and out["f_max"] <= out["f_min"]:
-        raise _bad(where, "f_max", f"> f_min ({out['f_min']:g}) or null", out["f_max"])
-    out["top_db"] = _num(out, "top_db", where, lo=0.0, lo_open=True)
-    out["vendi_bandwidth_db"] = _num(out, "vendi_bandwidth_db", where, lo=0.0, lo_open=True)
-    out["domain_folds"] = _int(out, "domain_folds", 2, where)
-    out["l2"] = _num(out, "l2", where, lo=0.0)
-    out["n_boot"] = _int(out, "n_boot", 0, where)
-    out["max_plot_sources"] = _int(out, "max_plot_sources", 1, where)
-    p, pw = out["probe"], f"{where}.probe"
-    p["folds"] = _int(p, "folds", 2, pw)
-    p["test_fraction"] = _num(p, "test_fraction", pw, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-    p["min_rows"] = _int(p, "min_rows", 4, pw)
-    return out
+    return paramschema.merge(paramschema.CheckAudio, cfg, where)
 
 
 # --------------------------------------------------------------------------- input helpers

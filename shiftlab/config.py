@@ -164,11 +164,10 @@ def section(name: str, path: str | Path = PARAMS_FILE) -> dict:
 
 def typed(name: str, path: str | Path = PARAMS_FILE):
     """The validated section ``name`` as its typed pydantic object (``typed("synth_blur").kernels.linear.length``);
-    the sections that have a model in :mod:`shiftlab.paramschema` (every one but check_images, check_audio and
-    report)."""
+    every section has a model in :mod:`shiftlab.paramschema`."""
     models = {**paramschema.MODELS, **paramschema.MODULE_MODELS}
     if name not in models:
-        raise ShiftlabError(f"{path}: params section {name!r} has no typed model yet (use config.section)")
+        raise ShiftlabError(f"{path}: no params section {name!r} (one of {', '.join(models)})")
     return paramschema.validate_section(models[name], section(name, path), name)
 
 

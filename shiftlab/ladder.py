@@ -41,7 +41,6 @@ Determinism: every random choice derives from ``seed`` through :mod:`shiftlab.se
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import math
 from pathlib import Path
@@ -49,7 +48,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from shiftlab import config, seeding
+from shiftlab import paramschema, seeding
 from shiftlab.errors import ShiftlabError
 
 __all__ = ["DEFAULTS", "check_cfg", "image_rungs", "run_images", "audio_rungs", "run_audio", "transfer",
@@ -58,94 +57,14 @@ __all__ = ["DEFAULTS", "check_cfg", "image_rungs", "run_images", "audio_rungs", 
 _KEY = "ladder"
 _PURPOSE = "ladder"
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "images": {
-        "rows": 2000,  # synthetic rows per rung (one copy of each of the same parents)
-        "kernels": [1, 5, 20, 100],  # fixed-kernel rungs; a fresh-kernel-per-row rung and a mild one are added
-        "mild": {"linear": {"length": [1.0, 5.0]}, "shake": {"max_length": [2.0, 6.0]}},  # over synth_blur.kernels
-    },
-    "audio": {
-        "cars": [1, 3, 10, 17],  # TORCS cars per rung (shiftlab.train.sweep.CARS, in order)
-        "seconds": 1020.0,  # driven noise per rung (the default bank drives 17 cars x 3 x 20 s)
-        "seconds_per_drive": 20.0,
-        "reuse": 50.0,  # the reused rung: all cars, seconds of mixed speech / this seconds of noise
-        "default_bank": True,  # a rung with the default bank (synth_mix.bank)
-    },
-    "metrics_images": "metrics/ladder_images.json",
-    "metrics_audio": "metrics/ladder_audio.json",
-    "report": "reports/ladder.md",
-    "plot": "reports/ladder.png",
-}
-
-
-def _bad(where: str, what: str, v) -> ShiftlabError:
-    return ShiftlabError(f"{where}: must be {what}, got {v!r}")
-
-
-def _merge(base: dict, user, where: str) -> dict:
-    if user is None:
-        return base
-    if not isinstance(user, Mapping):
-        raise _bad(where, "a mapping of keys", user)
-    for k, v in user.items():
-        if k not in base:
-            hint = difflib.get_close_matches(str(k), [str(x) for x in base], 1)
-            raise ShiftlabError(f"{where}.{k}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}")
-        base[k] = copy.deepcopy(v)
-    return base
-
-
-def _counts(v, where: str, hi: int | None = None) -> list[int]:
-    ok = (isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)
-          and sorted(set(v)) == v and (hi is None or v[-1] <= hi))
-    if not ok:
-        raise _bad(where, "an increasing list of integers >= 1" + (f" and <= {hi}" if hi else ""), v)
-    return list(v)
-
-
-def _pos(c: dict, key: str, where: str) -> float:
-    v = c[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or v <= 0:
-        raise _bad(f"{where}.{key}", "a number > 0", v)
-    return float(v)
+#: Defaults of the ``ladder`` params section (its model: :class:`shiftlab.paramschema.Ladder`).
+DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.Ladder)
 
 
 def check_cfg(cfg: Mapping[str, Any] | None = None, where: str = _KEY) -> dict[str, Any]:
-    """:data:`DEFAULTS` with ``cfg`` merged over it (``images`` / ``audio`` key by key), validated."""
-    from shiftlab.train import sweep
-
-    c = copy.deepcopy(DEFAULTS)
-    user = dict(cfg or {}) if isinstance(cfg, Mapping) or cfg is None else None
-    if user is None:
-        raise _bad(where, "a mapping of keys", cfg)
-    im, au = user.pop("images", None), user.pop("audio", None)
-    _merge(c, user, where)
-    _merge(c["images"], im, f"{where}.images")
-    _merge(c["audio"], au, f"{where}.audio")
-    s = c["seed"]
-    if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-        raise _bad(f"{where}.seed", "an integer >= 0", s)
-    i = c["images"]
-    r = i["rows"]
-    if isinstance(r, bool) or not isinstance(r, int) or r < 50:
-        raise _bad(f"{where}.images.rows", "an integer >= 50", r)
-    i["kernels"] = _counts(i["kernels"], f"{where}.images.kernels")
-    if i["kernels"][-1] > r:
-        raise ShiftlabError(f"{where}.images.kernels: {i['kernels'][-1]} kernels exceed images.rows ({r})")
-    if not isinstance(i["mild"], Mapping):
-        raise _bad(f"{where}.images.mild", "a mapping of kernel ranges over synth_blur.kernels", i["mild"])
-    a = c["audio"]
-    a["cars"] = _counts(a["cars"], f"{where}.audio.cars", len(sweep.CARS))
-    for k in ("seconds", "seconds_per_drive", "reuse"):
-        _pos(a, k, f"{where}.audio")
-        a[k] = float(a[k])
-    if not isinstance(a["default_bank"], bool):
-        raise _bad(f"{where}.audio.default_bank", "true or false", a["default_bank"])
-    for k in ("metrics_images", "metrics_audio", "report", "plot"):
-        if not isinstance(c[k], str) or not c[k]:
-            raise _bad(f"{where}.{k}", "a path", c[k])
-    return c
+    """:data:`DEFAULTS` with ``cfg`` merged over it (``images`` / ``audio`` key by key), validated by
+    :class:`shiftlab.paramschema.Ladder`; errors name ``where.key``."""
+    return paramschema.merge(paramschema.Ladder, cfg, where)
 
 
 # --------------------------------------------------------------------------- images
@@ -180,7 +99,7 @@ def image_rungs(splits, blur_cfg: Mapping[str, Any], cfg: Mapping[str, Any] | No
 
     c = check_cfg(cfg)
     seed, n = c["seed"], c["images"]["rows"]
-    bc = config.deep_merge(blur.DEFAULTS, blur_cfg or {})
+    bc = paramschema.deep_merge(blur.DEFAULTS, blur_cfg or {})
     el = blur.eligible_parents(splits)
     if len(el["id"]) < n:
         raise ShiftlabError(f"{_KEY}.images.rows: {n} rows asked, the splits have {len(el['id'])} eligible source rows")
@@ -207,7 +126,7 @@ def image_rungs(splits, blur_cfg: Mapping[str, Any], cfg: Mapping[str, Any] | No
                       "rows": _with_images(base, imgs, recipes)})
     rungs.append({"name": "fresh kernel per row (default)", "kernels": "fresh",
                   "design": "synth_blur.kernels, a fresh kernel per row (the default synthesis)", "rows": base})
-    mild_cfg = kernels.check_sample_cfg(config.deep_merge(gen, c["images"]["mild"]))
+    mild_cfg = kernels.check_sample_cfg(paramschema.deep_merge(gen, c["images"]["mild"]))
     mild = blur.make_synthetic(splits, {**fresh, "kernels": mild_cfg}, device="cpu", progress=False)
     if len(mild) != n:
         mild = mild.select(range(min(n, len(mild))))

@@ -14,9 +14,9 @@ for a number) and words the error as one line. :func:`format_error` turns a pyda
 
 Sections a module validates (``config.ModuleSection``, named in :data:`MODULE_SECTIONS`) go through
 their module's merge, which calls :func:`merge` with the model here (:data:`MODULE_MODELS`: the mixing,
-training, evaluation and sweep sections), so the module's extra rules (model registry, car and drive
-ranges) run beside it. ``check_images``, ``check_audio`` and ``report`` are still validated by their
-modules alone and appear in the JSON Schema as open mappings.
+training, evaluation, check, report, sweep and ladder sections), so the module's extra rules (model
+registry, car and drive ranges) run beside it. Every section has a model: the JSON Schema has no open
+mapping.
 
 Also here, shared by every section: :func:`deep_merge` (how overrides apply) and
 :func:`range_overrides` (the ``[low, high]`` range mappings of shiftlab.mixing.cars and .rpm).
@@ -947,6 +947,12 @@ def _file(v):
 _File = Checked(_Leaf(_file, "a path"), str)
 
 
+def _mapping(v):
+    if not isinstance(v, Mapping):
+        raise ValueError(f"must be a mapping of kernel ranges over synth_blur.kernels, got {v!r}")
+    return copy.deepcopy(dict(v))
+
+
 class SweepCars(Section):
     """``shiftlab sweep cars`` (shiftlab.train.sweep; not a dvc.yaml stage): the book's trap as a curve, one
     ``dvc exp run`` of the audio chain per bank size, every bank driven for the same total seconds."""
@@ -973,6 +979,314 @@ class SweepCars(Section):
         if self.points[-1] > len(self.cars):
             raise KeyProblem("points", f"must be a list of car counts in [1, {len(self.cars)}], got {self.points!r}")
         return self
+
+
+# ---- check_images, check_audio (shiftlab.synth.diversity, .features; shiftlab.mixing.diversity)
+
+_GATE_KEYS = ("min", "max", "action")
+
+
+def _gates(module: str, defaults: Mapping[str, Any]) -> Callable[[Any], dict]:
+    """The check of a ``gates`` mapping (metric -> ``{min|max: threshold, action: fail|warn}``), merged metric by
+    metric over ``defaults``: a gate given without min / max keeps the default threshold, ``metric: null``
+    switches that gate off, ``gates: null`` switches every gate off. Metric names are ``module.METRICS``."""
+
+    def check(v):
+        if v is None:
+            return {}
+        if not isinstance(v, Mapping):
+            raise ValueError(f"must be a mapping metric -> {{min|max, action}}, or null, got {v!r}")
+        import importlib
+
+        metrics = list(importlib.import_module(module).METRICS)
+        out = copy.deepcopy(dict(defaults))
+        for name, spec in v.items():
+            if name not in metrics:
+                hint = difflib.get_close_matches(str(name), metrics, 1) or [m for m in metrics if str(name) in m][:1]
+                raise KeyProblem(str(name), f"unknown metric{f' (did you mean {hint[0]}?)' if hint else ''}")
+            if spec is None:
+                out.pop(name, None)
+                continue
+            if not isinstance(spec, Mapping):
+                raise KeyProblem(str(name), f"must be a mapping like {{max: 0.1, action: fail}}, or null, got {spec!r}")
+            extra = sorted(set(spec) - set(_GATE_KEYS))
+            if extra:
+                raise KeyProblem(f"{name}.{extra[0]}", "unknown key (a gate has min or max, and action)")
+            ops = [k for k in ("min", "max") if k in spec]
+            if len(ops) > 1:
+                raise KeyProblem(str(name), "give either min or max, not both")
+            base = out.get(name, {})
+            op = ops[0] if ops else next((k for k in ("min", "max") if k in base), None)
+            if op is None:
+                raise KeyProblem(str(name), "needs a threshold (min or max)")
+            thr = spec.get(op, base.get(op))
+            if isinstance(thr, bool) or not isinstance(thr, numbers.Real) or not math.isfinite(float(thr)):
+                raise KeyProblem(f"{name}.{op}", f"must be a finite number, got {thr!r}")
+            action = spec.get("action", base.get("action", "fail"))
+            if action not in ("fail", "warn"):
+                raise KeyProblem(f"{name}.action", f"must be fail or warn, got {action!r}")
+            out[str(name)] = {op: float(thr), "action": action}
+        return out
+
+    return check
+
+
+_GATE_SCHEMA = dict[str, Optional[dict[Literal["min", "max", "action"], float | Literal["fail", "warn"]]]]
+
+
+def Gates(module: str, defaults: Mapping[str, Any]):
+    """A ``gates`` field: checked by :func:`_gates`, its default ``defaults``."""
+    return Checked(_AnyLeaf(_gates(module, defaults), "a mapping metric -> {min|max: threshold, action: fail|warn} "
+                                                      "merged over the default gates (metric: null = gate off), "
+                                                      "or null (no gates)"), _GATE_SCHEMA)
+
+
+class Features(Section):
+    """The feature network of the image checks (``check_images.features``; shiftlab.synth.features)."""
+
+    size: Int(8) = 32  # working side in px: every image is resized to size x size
+    channels: List(IntItem(1), 3, 3) = [16, 32, 64]  # conv widths of the three blocks
+    embed_dim: Int(2) = 64  # embedding (penultimate layer) width
+    train_rows: Int(20) = 8000  # at most this many real train rows fit the network
+    epochs: Int(1) = 4  # passes over those rows
+    batch_size: Int(1) = 128
+    lr: Float(0.0, lo_open=True) = 0.003  # Adam learning rate
+    weight_decay: Float(0.0) = 0.0001  # Adam weight decay
+
+
+class CheckFeatures(Features):
+    # at most this share of parent groups may fit the network (the rest are compared)
+    max_parent_share: Float(0.0, 1.0, hi_open=True) = 0.5
+
+
+class NearDuplicates(Section):
+    space: Str(["pixels", "features"]) = "pixels"  # pixels (at features.size) or features
+    threshold: Float(0.0, 1.0, lo_open=True) = 0.98  # centred cosine similarity
+
+
+class Realism(Section):
+    folds: Int(2) = 5  # domain classifier folds
+    n_boot: Int(0) = 1000  # bootstrap replicates for every interval
+
+
+def _band_degrees(v):
+    v = _float_leaf(0.0, lo_open=True)(v)
+    k = 90.0 / v
+    if not (k >= 1 and abs(k - round(k)) < 1e-9 and round(k) % 2 == 1):
+        raise ValueError(f"must divide 90 an odd number of times (90, 30, 18, 10, ...), got {v:g}")
+    return v
+
+
+class ImageProbe(Section):
+    """The image probe: orientation bands dealt alternately to sets A and B; trained on one set, held-out
+    kernel = the row's own kernel turned 90 degrees (into the other set)."""
+
+    test_fraction: Float(0.0, 1.0, lo_open=True, hi_open=True) = 0.3  # share of parent groups held out
+    min_rows: Int(10) = 50  # training rows an orientation set needs to be probed
+    band_degrees: Checked(_Leaf(_band_degrees, "a number of degrees that divides 90 an odd number of times"),
+                          float) = 30.0
+    max_cosine: Float(0.0, 1.0, lo_open=True) = 0.9  # a held-out kernel's cosine to every training kernel is below
+    l2: Float(0.0) = 0.001  # logistic regression L2 penalty
+
+
+class ImagePlots(Section):
+    examples: Int(1) = 8  # columns of the example grids
+
+
+def _kernel_size(v):
+    from shiftlab.synth import kernels
+
+    v = _int_leaf(0)(v)
+    if v and (v % 2 == 0 or v > kernels.MAX_AUTO_SIZE):
+        raise ValueError(f"must be 0 (auto) or an odd integer <= {kernels.MAX_AUTO_SIZE}, got {v}")
+    return v
+
+
+def _length_range(v):
+    v = _list_leaf(_float_leaf(0.0), 2, 2)(v)
+    if not v[0] < v[1]:
+        raise ValueError(f"must be [low, high] px with 0 <= low < high, got {v!r}")
+    return v
+
+
+# thresholds read off the diversity ladder (``shiftlab ladder images``, reports/ladder.md): rungs of 1, 5, 20,
+# 100 kernels and a fresh kernel per row drawn from the same generator at equal rows
+IMAGE_GATES: dict[str, dict] = {
+    "kernel_effective_share": {"min": 0.5, "action": "fail"},  # 100 kernels 0.05 FAIL, fresh per row 1.0 PASS
+    "kernel_vendi_ratio": {"min": 0.75, "action": "fail"},  # 20 kernels 0.53 FAIL, 100 0.85, fresh 1.01
+    "top_kernel_share": {"max": 0.05, "action": "warn"},
+    "orientation_entropy": {"min": 0.5, "action": "fail"},
+    "length_entropy": {"min": 0.2, "action": "warn"},  # a fixed-range histogram: short kernels score ~0.29
+    "max_copies_per_parent": {"max": 20.0, "action": "warn"},
+    "near_duplicate_share": {"max": 0.1, "action": "fail"},
+    "probe_gap": {"max": 0.03, "action": "warn"},
+    "probe_gap_ci_high": {"max": 0.08, "action": "fail"},  # 5 / 20 kernels 0.12 / 0.11 FAIL, 100 and fresh 0.05
+    "domain_auc": {"max": 0.9, "action": "warn"},
+}
+
+
+class CheckImages(Section):
+    """``shiftlab check images`` (shiftlab.synth.diversity): diversity, realism and overfitting probes of the
+    synthetic images, with gates (both the default and the narrow synthesis are checked with the same ones)."""
+
+    seed: Int(0) = 0  # every random choice derives from it
+    max_rows: Int(50) = 4000  # synthetic rows for the image metrics (subsample by parent)
+    max_target: Int(10) = 2000  # target rows for the realism metrics
+    max_kernels: Int(10) = 4000  # kernels rendered for orientation and kernel Vendi
+    # side of the kernel vectors (odd); 0 = the largest rendered kernel
+    kernel_size: Checked(_Leaf(_kernel_size, "0 (auto) or an odd integer (at most synth.kernels.MAX_AUTO_SIZE)"),
+                         int) = 0
+    bins: Int(2) = 10  # histogram bins per kernel parameter
+    length_range: Checked(_Leaf(_length_range, "[low, high] px with 0 <= low < high"),
+                          Annotated[list[float], Field(min_length=2, max_length=2)]) = [0.0, 32.0]
+    near_duplicates: NearDuplicates = sub(NearDuplicates)
+    realism: Realism = sub(Realism)
+    probe: ImageProbe = sub(ImageProbe)
+    features: CheckFeatures = sub(CheckFeatures)
+    plots: ImagePlots = sub(ImagePlots)
+    gates: Gates("shiftlab.synth.diversity", IMAGE_GATES) = IMAGE_GATES
+
+
+class AudioProbe(Section):
+    folds: Int(2) = 2  # source folds of the leave-sources-out probe
+    test_fraction: Float(0.0, 1.0, lo_open=True, hi_open=True) = 0.25  # share of each source's mixes held out
+    min_rows: Int(4) = 40  # fewer usable mixes than this: probe not applicable
+
+
+# thresholds read off the diversity ladder (``shiftlab ladder audio``, reports/ladder.md): banks of 1, 3, 10 and 17
+# real cars at equal seconds of noise, the default bank, and all cars with their noise reused 50x
+AUDIO_GATES: dict[str, dict] = {
+    "effective_sources_by_use": {"min": 15.0, "action": "fail"},  # 10 cars ~10 FAIL; 17 cars ~17, default ~21
+    "vendi_sources_share": {"min": 0.2, "action": "warn"},  # sources that sound alike (near-copies)
+    "largest_source_share": {"max": 0.25, "action": "fail"},
+    "reuse_ratio": {"max": 20.0, "action": "fail"},
+    "max_segment_uses": {"max": 100.0, "action": "fail"},
+    "probe_gap": {"max": 0.05, "action": "warn"},
+    "probe_gap_ci_high": {"max": 0.10, "action": "fail"},
+    "domain_auc": {"max": 0.90, "action": "warn"},
+    "noise_domain_auc": {"max": 0.95, "action": "warn"},
+}
+
+
+class CheckAudio(Section):
+    """``shiftlab check audio`` (shiftlab.mixing.diversity): reuse, spectral diversity, realism and a
+    leave-sources-out probe of the synthetic mixes, with gates."""
+
+    seed: Int(0) = 0  # every random choice of the check derives from it
+    # mixes entering the spectral / realism / probe parts (seeded subsample); reuse always counts every mix
+    max_rows: Int(20) = 2000
+    segment_seconds: Float(0.0, lo_open=True, nullable=True) = None  # segment length; null = median mix length
+    segment_hop: Float(0.0, 1.0, lo_open=True) = 1.0  # hop as a fraction of the segment length; 1 = no overlap
+    # bank segments entering the features (seeded, spread over the sources, at least one per used source)
+    max_bank_segments: Int(2) = 1000
+    n_mels: Int(2) = 40  # mel bands
+    win_seconds: Float(0.0, lo_open=True) = 0.025  # STFT window
+    hop_seconds: Float(0.0, lo_open=True) = 0.01  # STFT hop
+    f_min: Float(0.0) = 20.0  # lowest mel edge in Hz
+    f_max: Float(0.0, lo_open=True, nullable=True) = None  # highest mel edge in Hz (<= Nyquist); null = Nyquist
+    top_db: Float(0.0, lo_open=True) = 80.0  # dB floor below each segment's maximum
+    vendi_bandwidth_db: Float(0.0, lo_open=True) = 3.0  # rbf bandwidth of the Vendi scores, RMS dB
+    domain_folds: Int(2) = 5  # folds of the domain classifiers
+    l2: Float(0.0) = 0.001  # L2 penalty of every logistic fit
+    n_boot: Int(0) = 1000  # bootstrap replicates of every CI (0 = no CI)
+    probe: AudioProbe = sub(AudioProbe)
+    max_plot_sources: Int(1) = 30  # sources drawn in the per-source plots
+    gates: Gates("shiftlab.mixing.diversity", AUDIO_GATES) = AUDIO_GATES
+
+    @model_validator(mode="after")
+    def _mel_edges(self):
+        if self.f_max is not None and self.f_max <= self.f_min:
+            raise KeyProblem("f_max", f"must be above f_min ({self.f_min:g}) or null, got {self.f_max:g}")
+        return self
+
+
+# ---- report (shiftlab.train.report)
+
+REPORT_SCENARIOS = ("images", "audio")
+
+
+def _names(choices=None) -> Callable[[Any], list]:
+    def check(v):
+        if not isinstance(v, (list, tuple)) or not v or not all(isinstance(x, str) and x for x in v):
+            raise ValueError(f"must be a non-empty list of names, got {v!r}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"has duplicates: {list(v)}")
+        bad = [x for x in v if choices is not None and x not in choices]
+        if bad:
+            raise ValueError(f"unknown scenario {bad[0]!r} (expected some of {', '.join(choices)})")
+        return list(v)
+
+    return check
+
+
+def _name(v):
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"must be a variant name, got {v!r}")
+    return v
+
+
+class Report(Section):
+    """``shiftlab report`` (shiftlab.train.report): the report of the whole run."""
+
+    scenarios: Checked(_Leaf(_names(REPORT_SCENARIOS), "a non-empty list of images / audio"),
+                       list[Literal[REPORT_SCENARIOS]]) = ["images", "audio"]
+    # display order; other variants found follow, sorted
+    variants: Checked(_Leaf(_names(), "a non-empty list of variant names"), list[str]) = ["nosynth", "synth",
+                                                                                           "narrow"]
+    baseline: Checked(_Leaf(_name, "a variant name"), str) = "nosynth"  # the differences are taken against it
+    examples: Int(0, 32) = 8  # columns of the example grids (0 = no grids)
+    seed: Int(0) = 0  # seed of the example choice
+    confusion_seed: Int(0, nullable=True) = None  # seed whose confusion matrix is shown; null = the lowest seed
+    n_mels: Int(8, 256) = 64  # mel bands of the audio example spectrograms
+    dpi: Int(50, 300) = 100  # resolution of the report's own PNGs
+
+
+# ---- ladder (shiftlab.ladder; not a dvc.yaml stage)
+
+
+class LadderImages(Section):
+    rows: Int(50) = 2000  # synthetic rows per rung (one copy of each of the same parents)
+    # fixed-kernel rungs; a fresh-kernel-per-row rung and a mild one are added
+    kernels: Checked(_Leaf(_increasing, "an increasing list of kernel counts >= 1"),
+                     list[Annotated[int, Field(ge=1)]]) = [1, 5, 20, 100]
+    # the mild rung: kernel ranges over synth_blur.kernels (checked by shiftlab.synth.kernels)
+    mild: Checked(_Leaf(_mapping, "a mapping of kernel ranges over synth_blur.kernels"), dict) = {
+        "linear": {"length": [1.0, 5.0]}, "shake": {"max_length": [2.0, 6.0]}}
+
+    @model_validator(mode="after")
+    def _fits(self):
+        if self.kernels[-1] > self.rows:
+            raise KeyProblem("kernels", f"{self.kernels[-1]} kernels exceed images.rows ({self.rows})")
+        return self
+
+
+class LadderAudio(Section):
+    # TORCS cars per rung (sweep_cars' default cars, in order)
+    cars: Checked(_Leaf(_increasing, f"an increasing list of car counts in [1, {len(SWEEP_CARS)}]"),
+                  list[Annotated[int, Field(ge=1, le=len(SWEEP_CARS))]]) = [1, 3, 10, 17]
+    seconds: Float(0.0, lo_open=True) = 1020.0  # driven noise per rung (the default bank drives 17 cars x 3 x 20 s)
+    seconds_per_drive: Float(0.0, lo_open=True) = 20.0
+    reuse: Float(0.0, lo_open=True) = 50.0  # the reused rung: all cars, seconds of mixed speech / this of noise
+    default_bank: Bool = True  # a rung with the default bank (synth_mix.bank)
+
+    @model_validator(mode="after")
+    def _known_cars(self):
+        if self.cars[-1] > len(SWEEP_CARS):
+            raise KeyProblem("cars", f"must be car counts in [1, {len(SWEEP_CARS)}], got {self.cars!r}")
+        return self
+
+
+class Ladder(Section):
+    """``shiftlab ladder`` (shiftlab.ladder; not a dvc.yaml stage): synthetic sets of graded diversity from the
+    same generators at equal rows, checked; the committed results calibrate the gates and feed the report."""
+
+    seed: Int(0) = 0
+    images: LadderImages = sub(LadderImages)
+    audio: LadderAudio = sub(LadderAudio)
+    metrics_images: _File = "metrics/ladder_images.json"
+    metrics_audio: _File = "metrics/ladder_audio.json"
+    report: _File = "reports/ladder.md"
+    plot: _File = "reports/ladder.png"
 
 
 # ---- evaluate
@@ -1066,9 +1380,10 @@ SECTIONS = ("prepare_images", "prepare_speech", "prepare_noise", "split_images",
 
 #: module sections whose module validates them with a model here (the JSON Schema shows the model)
 MODULE_MODELS: dict[str, type[Section]] = {"target_mix": TargetMix, "synth_mix": SynthMix,
-                                           "synth_mix_narrow": SynthMixNarrow, "train_images": TrainImages,
-                                           "train_audio": TrainAudio, "evaluate": Evaluate,
-                                           "sweep_cars": SweepCars}
+                                           "synth_mix_narrow": SynthMixNarrow, "check_images": CheckImages,
+                                           "check_audio": CheckAudio, "train_images": TrainImages,
+                                           "train_audio": TrainAudio, "evaluate": Evaluate, "report": Report,
+                                           "sweep_cars": SweepCars, "ladder": Ladder}
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any] | None) -> dict:
@@ -1247,13 +1562,9 @@ def json_schema() -> dict:
     defs: dict[str, Any] = {}
     models = {**MODELS, **MODULE_MODELS}
     for name in SECTIONS:
-        if name in models:
-            s = models[name].model_json_schema(ref_template="#/$defs/{model}")
-            defs.update(s.pop("$defs", {}))
-            props[name] = s
-        else:
-            props[name] = {"type": ["object", "null"],
-                           "description": f"validated by {MODULE_SECTIONS[name]} (its DEFAULTS list the keys)"}
+        sch = models[name].model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(sch.pop("$defs", {}))
+        props[name] = sch
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "shiftlab params.yaml",

@@ -100,8 +100,6 @@ of the synthetic rows.
 
 from __future__ import annotations
 
-import copy
-import difflib
 import json
 import math
 import warnings
@@ -110,7 +108,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from shiftlab import seeding
+from shiftlab import paramschema, seeding
 from shiftlab.errors import ShiftlabError
 from shiftlab.synth import features as feat_mod
 from shiftlab.synth import kernels
@@ -146,48 +144,8 @@ METRICS: dict[str, tuple[tuple[str | int, ...], str]] = {
                                    "upper end of the Frechet difference's 95% interval"),
 }
 
-#: Defaults of the ``check_images`` params section.
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,  # every random choice derives from it (>= 0)
-    "max_rows": 4000,  # synthetic rows for the image metrics (subsample by parent; >= 50)
-    "max_target": 2000,  # target rows for the realism metrics (>= 10)
-    "max_kernels": 4000,  # kernels rendered for orientation and kernel Vendi (>= 10)
-    "kernel_size": 0,  # side of the kernel vectors (odd); 0 = the largest rendered kernel (<= 63)
-    "bins": 10,  # histogram bins per kernel parameter (>= 2)
-    "length_range": [0.0, 32.0],  # px, histogram range of the blur path length
-    "near_duplicates": {
-        "space": "pixels",  # "pixels" (at features.size) or "features"
-        "threshold": 0.98,  # centred cosine similarity in (0, 1]
-    },
-    "realism": {
-        "folds": 5,  # domain classifier folds (>= 2)
-        "n_boot": 1000,  # bootstrap replicates for every interval (>= 0)
-    },
-    "probe": {
-        "test_fraction": 0.3,  # share of parent groups held out (0 < f < 1)
-        "min_rows": 50,  # training rows an orientation set needs to be probed (>= 10)
-        "band_degrees": 30.0,  # orientation bands dealt alternately to the sets A and B (90 / band odd)
-        "max_cosine": 0.9,  # a held-out kernel's cosine to every training kernel is below this, (0, 1]
-        "l2": 0.001,  # logistic regression L2 penalty (>= 0)
-    },
-    "features": {**copy.deepcopy(feat_mod.DEFAULTS),
-                 "max_parent_share": 0.5},  # at most this share of parent groups may fit the network, [0, 1)
-    "plots": {"examples": 8},  # columns of the example grids (>= 1)
-    # thresholds read off the diversity ladder (``shiftlab ladder images``, reports/ladder.md): rungs of
-    # 1, 5, 20, 100 kernels and a fresh kernel per row drawn from the same generator at equal rows
-    "gates": {
-        "kernel_effective_share": {"min": 0.5, "action": "fail"},  # 100 kernels 0.05 FAIL, fresh per row 1.0 PASS
-        "kernel_vendi_ratio": {"min": 0.75, "action": "fail"},  # 20 kernels 0.53 FAIL, 100 0.85, fresh 1.01
-        "top_kernel_share": {"max": 0.05, "action": "warn"},
-        "orientation_entropy": {"min": 0.5, "action": "fail"},
-        "length_entropy": {"min": 0.2, "action": "warn"},  # a fixed-range histogram: short kernels score ~0.29
-        "max_copies_per_parent": {"max": 20, "action": "warn"},
-        "near_duplicate_share": {"max": 0.1, "action": "fail"},
-        "probe_gap": {"max": 0.03, "action": "warn"},
-        "probe_gap_ci_high": {"max": 0.08, "action": "fail"},  # 5 / 20 kernels 0.12 / 0.11 FAIL, 100 and fresh 0.05
-        "domain_auc": {"max": 0.9, "action": "warn"},
-    },
-}
+#: Defaults of the ``check_images`` params section (its model: :class:`shiftlab.paramschema.CheckImages`).
+DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.CheckImages)
 
 #: the probe's design, named in the report
 PROBE_DESIGN = ("orientation bands dealt alternately to sets A and B; trained on one set, held-out kernel = "
@@ -197,157 +155,16 @@ PROBE_DESIGN = ("orientation bands dealt alternately to sets A and B; trained on
 # --------------------------------------------------------------------------- config
 
 
-def _unknown(where: str, key, known) -> ShiftlabError:
-    known = list(known)
-    hint = difflib.get_close_matches(str(key), known, 1)
-    if not hint:
-        hint = [k for k in known if str(key) in k][:1]
-    if hint:
-        return ShiftlabError(f"{where}.{key}: unknown key (did you mean {hint[0]}?)")
-    return ShiftlabError(f"{where}.{key}: unknown key (expected one of {', '.join(map(str, known))})")
-
-
-def _num(v) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(float(v))
-
-
-def _int(c: dict, key: str, lo: int, where: str) -> int:
-    v = c[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ShiftlabError(f"{where}.{key}: must be an integer >= {lo}, got {v!r}")
-    return int(v)
-
-
-def _merge_section(defaults: Mapping, cfg, where: str) -> dict:
-    out = copy.deepcopy(dict(defaults))
-    if cfg is None:
-        return out
-    if not isinstance(cfg, Mapping):
-        raise ShiftlabError(f"{where}: must be a mapping of keys, got {cfg!r}")
-    for k, v in cfg.items():
-        if k not in out:
-            raise _unknown(where, k, out)
-        out[k] = copy.deepcopy(v)
-    return out
-
-
-def _check_gates(user, where: str) -> dict:
-    out = copy.deepcopy(DEFAULTS["gates"])
-    if user is None:
-        return out
-    if not isinstance(user, Mapping):
-        raise ShiftlabError(f"{where}: must be a mapping of metric names to {{min|max, action}}, got {user!r}")
-    for name, spec in user.items():
-        if name not in METRICS:
-            raise _unknown(where, name, METRICS)
-        if spec is None:  # disabled
-            out.pop(name, None)
-            continue
-        if not isinstance(spec, Mapping):
-            raise ShiftlabError(f"{where}.{name}: must be a mapping like {{max: 0.1, action: fail}} or null, got {spec!r}")
-        bad = sorted(set(spec) - {"min", "max", "action"})
-        if bad:
-            raise _unknown(f"{where}.{name}", bad[0], ("min", "max", "action"))
-        ops = [k for k in ("min", "max") if k in spec]
-        if len(ops) > 1:
-            raise ShiftlabError(f"{where}.{name}: give either min or max, not both")
-        base = out.get(name, {"action": "fail"})
-        new = {"action": spec.get("action", base.get("action", "fail"))}
-        if ops:
-            new[ops[0]] = spec[ops[0]]
-        else:
-            old = [k for k in ("min", "max") if k in base]
-            if not old:
-                raise ShiftlabError(f"{where}.{name}: needs a threshold (min or max)")
-            new[old[0]] = base[old[0]]
-        op = "min" if "min" in new else "max"
-        if not _num(new[op]):
-            raise ShiftlabError(f"{where}.{name}.{op}: must be a finite number, got {new[op]!r}")
-        new[op] = float(new[op])
-        if new["action"] not in ("fail", "warn"):
-            raise ShiftlabError(f"{where}.{name}.action: must be fail or warn, got {new['action']!r}")
-        out[name] = new
-    return out
-
-
 def check_cfg(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """:data:`DEFAULTS` with ``cfg`` merged over it (nested sections key by key), validated.
+    """:data:`DEFAULTS` with ``cfg`` merged over it (nested sections key by key), validated by
+    :class:`shiftlab.paramschema.CheckImages`.
 
     ``gates`` entries merge per metric: ``{probe_gap: {max: 0.1}}`` keeps the default
-    action, ``{metric: null}`` disables that gate, and a new metric (one of
-    :data:`METRICS`) may be added. Any problem is a one-line :class:`ShiftlabError` naming
-    ``check_images.<key>``.
+    action, ``{metric: null}`` disables that gate, ``gates: null`` disables all, and a new
+    metric (one of :data:`METRICS`) may be added. Any problem is a one-line
+    :class:`ShiftlabError` naming ``check_images.<key>``.
     """
-    top = {k: v for k, v in DEFAULTS.items()}
-    c = _merge_section(top, None, _KEY)
-    if cfg is not None:
-        if not isinstance(cfg, Mapping):
-            raise ShiftlabError(f"{_KEY}: must be a mapping of keys, got {cfg!r}")
-        for k in cfg:
-            if k not in c:
-                raise _unknown(_KEY, k, c)
-    user = dict(cfg or {})
-    for k in ("seed", "max_rows", "max_target", "max_kernels", "kernel_size", "bins", "length_range"):
-        if k in user:
-            c[k] = copy.deepcopy(user[k])
-    for sec in ("near_duplicates", "realism", "plots"):
-        c[sec] = _merge_section(DEFAULTS[sec], user.get(sec), f"{_KEY}.{sec}")
-    c["probe"] = _merge_section(DEFAULTS["probe"], user.get("probe"), f"{_KEY}.probe")
-    fu = user.get("features")
-    share = DEFAULTS["features"]["max_parent_share"]
-    if isinstance(fu, Mapping) and "max_parent_share" in fu:  # the check's own key, not the network's
-        fu = dict(fu)
-        share = fu.pop("max_parent_share")
-    c["features"] = feat_mod.check_cfg(fu, f"{_KEY}.features")
-    if not (_num(share) and 0 <= float(share) < 1):
-        raise ShiftlabError(f"{_KEY}.features.max_parent_share: must be a number in [0, 1), got {share!r}")
-    c["features"]["max_parent_share"] = float(share)
-    c["gates"] = _check_gates(user.get("gates"), f"{_KEY}.gates")
-
-    _int(c, "seed", 0, _KEY)
-    _int(c, "max_rows", 50, _KEY)
-    _int(c, "max_target", 10, _KEY)
-    _int(c, "max_kernels", 10, _KEY)
-    _int(c, "bins", 2, _KEY)
-    ks = _int(c, "kernel_size", 0, _KEY)
-    if ks and (ks % 2 == 0 or ks > kernels.MAX_AUTO_SIZE):
-        raise ShiftlabError(f"{_KEY}.kernel_size: must be 0 (auto) or an odd integer <= {kernels.MAX_AUTO_SIZE}, got {ks}")
-    lr = c["length_range"]
-    if not (isinstance(lr, (list, tuple)) and len(lr) == 2 and all(_num(v) for v in lr) and 0 <= lr[0] < lr[1]):
-        raise ShiftlabError(f"{_KEY}.length_range: must be [low, high] px with 0 <= low < high, got {lr!r}")
-    c["length_range"] = [float(lr[0]), float(lr[1])]
-
-    nd = c["near_duplicates"]
-    if nd["space"] not in ("pixels", "features"):
-        raise ShiftlabError(f"{_KEY}.near_duplicates.space: must be pixels or features, got {nd['space']!r}")
-    t = nd["threshold"]
-    if not (_num(t) and 0 < float(t) <= 1):
-        raise ShiftlabError(f"{_KEY}.near_duplicates.threshold: must be a number in (0, 1], got {t!r}")
-    nd["threshold"] = float(t)
-    _int(c["realism"], "folds", 2, f"{_KEY}.realism")
-    _int(c["realism"], "n_boot", 0, f"{_KEY}.realism")
-    _int(c["plots"], "examples", 1, f"{_KEY}.plots")
-
-    p = c["probe"]
-    tf = p["test_fraction"]
-    if not (_num(tf) and 0 < float(tf) < 1):
-        raise ShiftlabError(f"{_KEY}.probe.test_fraction: must be a number in (0, 1), got {tf!r}")
-    p["test_fraction"] = float(tf)
-    _int(p, "min_rows", 10, f"{_KEY}.probe")
-    if not (_num(p["l2"]) and float(p["l2"]) >= 0):
-        raise ShiftlabError(f"{_KEY}.probe.l2: must be a number >= 0, got {p['l2']!r}")
-    p["l2"] = float(p["l2"])
-    bd = p["band_degrees"]
-    k = 90.0 / float(bd) if _num(bd) and float(bd) > 0 else 0.0
-    if not (k >= 1 and abs(k - round(k)) < 1e-9 and round(k) % 2 == 1):
-        raise ShiftlabError(f"{_KEY}.probe.band_degrees: must divide 90 an odd number of times (90, 30, 18, 10, ...), "
-                            f"got {bd!r}")
-    p["band_degrees"] = float(bd)
-    mc = p["max_cosine"]
-    if not (_num(mc) and 0 < float(mc) <= 1):
-        raise ShiftlabError(f"{_KEY}.probe.max_cosine: must be a number in (0, 1], got {mc!r}")
-    p["max_cosine"] = float(mc)
-    return c
+    return paramschema.merge(paramschema.CheckImages, cfg, _KEY)
 
 
 # --------------------------------------------------------------------------- small helpers

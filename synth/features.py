@@ -42,80 +42,26 @@ Determinism
 
 from __future__ import annotations
 
-import copy
-import math
 from typing import Any, Mapping
 
 import numpy as np
 
-from shiftlab import seeding
+from shiftlab import paramschema, seeding
 from shiftlab.errors import ShiftlabError
 
 __all__ = ["DEFAULTS", "check_cfg", "fit", "Extractor", "to_float"]
 
-#: Defaults of the feature network (the ``check_images.features`` params section).
-DEFAULTS: dict[str, Any] = {
-    "size": 32,  # working side in px (>= 8): every image is resized to size x size
-    "channels": [16, 32, 64],  # conv widths of the three blocks (each >= 1)
-    "embed_dim": 64,  # embedding (penultimate layer) width (>= 2)
-    "train_rows": 8000,  # at most this many real train rows fit the network (>= 20)
-    "epochs": 4,  # passes over those rows (>= 1)
-    "batch_size": 128,  # mini-batch size (>= 1)
-    "lr": 0.003,  # Adam learning rate (> 0)
-    "weight_decay": 0.0001,  # Adam weight decay (>= 0)
-}
+#: Defaults of the feature network (the ``check_images.features`` params section; its model:
+#: :class:`shiftlab.paramschema.Features`).
+DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.Features)
 
 _KEY = "check_images.features"
 _PURPOSE = "check_images_features"
 
 
-def _int(c: dict, key: str, lo: int, where: str) -> int:
-    v = c[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ShiftlabError(f"{where}.{key}: must be an integer >= {lo}, got {v!r}")
-    return int(v)
-
-
-def _float(c: dict, key: str, lo: float, where: str, open_lo: bool = False) -> float:
-    v = c[key]
-    ok = not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
-    if ok:
-        fv = float(v)
-        ok = math.isfinite(fv) and (fv > lo if open_lo else fv >= lo)
-    if not ok:
-        raise ShiftlabError(f"{where}.{key}: must be a number {'>' if open_lo else '>='} {lo:g}, got {v!r}")
-    return float(v)
-
-
 def check_cfg(cfg: Mapping[str, Any] | None, where: str = _KEY) -> dict[str, Any]:
     """:data:`DEFAULTS` with ``cfg`` merged over it, validated; errors name ``where.key``."""
-    out = copy.deepcopy(DEFAULTS)
-    if cfg is not None:
-        if not isinstance(cfg, Mapping):
-            raise ShiftlabError(f"{where}: must be a mapping of keys, got {cfg!r}")
-        for k, v in cfg.items():
-            if k not in out:
-                import difflib
-
-                hint = difflib.get_close_matches(str(k), list(out), 1)
-                raise ShiftlabError(f"{where}.{k}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}")
-            out[k] = copy.deepcopy(v)
-    _int(out, "size", 8, where)
-    _int(out, "embed_dim", 2, where)
-    _int(out, "train_rows", 20, where)
-    _int(out, "epochs", 1, where)
-    _int(out, "batch_size", 1, where)
-    out["lr"] = _float(out, "lr", 0.0, where, open_lo=True)
-    out["weight_decay"] = _float(out, "weight_decay", 0.0, where)
-    ch = out["channels"]
-    if (
-        not isinstance(ch, (list, tuple))
-        or len(ch) != 3
-        or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1 for x in ch)
-    ):
-        raise ShiftlabError(f"{where}.channels: must be a list of 3 integers >= 1, got {ch!r}")
-    out["channels"] = [int(x) for x in ch]
-    return out
+    return paramschema.merge(paramschema.Features, cfg, where)
 
 
 def to_float(images, size: int):

@@ -213,7 +213,7 @@ def test_audio_ladder_equal_rows_and_seconds(audio_ladder):
 def test_cfg_validation_is_one_line():
     with pytest.raises(ShiftlabError, match=r"ladder\.images\.rowz: unknown key \(did you mean rows\?\)"):
         ladder.check_cfg({"images": {"rowz": 10}})
-    with pytest.raises(ShiftlabError, match=r"ladder\.audio\.cars: must be an increasing list"):
+    with pytest.raises(ShiftlabError, match=r"ladder\.audio\.cars: must be increasing without repeats"):
         ladder.check_cfg({"audio": {"cars": [3, 1]}})
     with pytest.raises(ShiftlabError, match=r"ladder\.images\.kernels: 5000 kernels exceed"):
         ladder.check_cfg({"images": {"kernels": [5000]}})

@@ -54,8 +54,6 @@ metadata, no dates; examples chosen by a seeded draw).
 from __future__ import annotations
 
 import base64
-import copy
-import difflib
 import html
 import io
 import json
@@ -67,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from shiftlab import seeding, store
+from shiftlab import paramschema, seeding, store
 from shiftlab.errors import ShiftlabError
 
 __all__ = ["DEFAULTS", "SCENARIOS", "merge_config", "build", "summary_lines", "to_html", "results_block",
@@ -75,17 +73,8 @@ __all__ = ["DEFAULTS", "SCENARIOS", "merge_config", "build", "summary_lines", "t
 
 _KEY = "report"
 
-#: Defaults of the ``report`` params section.
-DEFAULTS: dict[str, Any] = {
-    "scenarios": ["images", "audio"],  # scenarios reported, a non-empty list of SCENARIOS names
-    "variants": ["nosynth", "synth", "narrow"],  # display order; other variants found follow, sorted
-    "baseline": "nosynth",  # the variant the differences are taken against (as in compare())
-    "examples": 8,  # columns of the example grids, 0 (no grids) .. 32
-    "seed": 0,  # seed of the example choice, >= 0
-    "confusion_seed": None,  # seed whose confusion matrix is shown per variant; None = the lowest seed
-    "n_mels": 64,  # mel bands of the audio example spectrograms, 8 .. 256
-    "dpi": 100,  # resolution of the report's own PNGs, 50 .. 300
-}
+#: Defaults of the ``report`` params section (its model: :class:`shiftlab.paramschema.Report`).
+DEFAULTS: dict[str, Any] = paramschema.defaults(paramschema.Report)
 
 #: Per scenario: the synthetic datasets and diversity checks of the treatment variants,
 #: the check plots worth embedding (others are listed), and the domain words.
@@ -115,54 +104,10 @@ _STYLES = ("-", "--", ":", "-.")
 # --------------------------------------------------------------------------- config
 
 
-def _str_list(v, key: str, choices=None) -> list[str]:
-    if not isinstance(v, (list, tuple)) or not v or not all(isinstance(x, str) and x for x in v):
-        raise ShiftlabError(f"{_KEY}.{key}: must be a non-empty list of names, got {v!r}")
-    if len(set(v)) != len(v):
-        raise ShiftlabError(f"{_KEY}.{key}: has duplicates: {list(v)}")
-    if choices is not None:
-        bad = [x for x in v if x not in choices]
-        if bad:
-            raise ShiftlabError(f"{_KEY}.{key}: unknown scenario {bad[0]!r} (expected some of {', '.join(choices)})")
-    return list(v)
-
-
-def _int_in(c: dict, key: str, lo: int, hi: int | None) -> int:
-    v = c[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
-        rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ShiftlabError(f"{_KEY}.{key}: must be an integer {rng}, got {v!r}")
-    return int(v)
-
-
 def merge_config(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``cfg`` over :data:`DEFAULTS`, validated; a bad key or value is a one-line ShiftlabError.
-
-    Keys: ``scenarios`` non-empty list of :data:`SCENARIOS` names; ``variants`` non-empty list
-    of names (display order); ``baseline`` a name; ``examples`` int in [0, 32]; ``seed`` int
-    >= 0; ``confusion_seed`` None or int >= 0; ``n_mels`` int in [8, 256]; ``dpi`` int in
-    [50, 300].
-    """
-    out = copy.deepcopy(DEFAULTS)
-    if cfg is not None:
-        if not isinstance(cfg, Mapping):
-            raise ShiftlabError(f"{_KEY}: must be a mapping of keys, got {cfg!r}")
-        for k, v in cfg.items():
-            if k not in out:
-                hint = difflib.get_close_matches(str(k), list(out), 1)
-                raise ShiftlabError(f"{_KEY}.{k}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}")
-            out[k] = copy.deepcopy(v)
-    out["scenarios"] = _str_list(out["scenarios"], "scenarios", list(SCENARIOS))
-    out["variants"] = _str_list(out["variants"], "variants")
-    if not isinstance(out["baseline"], str) or not out["baseline"]:
-        raise ShiftlabError(f"{_KEY}.baseline: must be a variant name, got {out['baseline']!r}")
-    out["examples"] = _int_in(out, "examples", 0, 32)
-    out["seed"] = _int_in(out, "seed", 0, None)
-    if out["confusion_seed"] is not None:
-        out["confusion_seed"] = _int_in(out, "confusion_seed", 0, None)
-    out["n_mels"] = _int_in(out, "n_mels", 8, 256)
-    out["dpi"] = _int_in(out, "dpi", 50, 300)
-    return out
+    """``cfg`` over :data:`DEFAULTS`, validated by :class:`shiftlab.paramschema.Report` (every key, its
+    range and default are there); a bad key or value is a one-line ShiftlabError."""
+    return paramschema.merge(paramschema.Report, cfg, _KEY)
 
 
 # --------------------------------------------------------------------------- formatting
