@@ -48,8 +48,6 @@ deterministic; see the trainer's docstring).
 from __future__ import annotations
 
 import argparse
-import copy
-import difflib
 import math
 import os
 import platform
@@ -71,19 +69,6 @@ from shiftlab.stats import bootstrap_ci
 from shiftlab.train import trainer
 
 __all__ = ["DEFAULTS", "PRESETS", "TARGETS", "merge", "preset_config", "build_splits", "run", "main", "target_verdict"]
-
-#: the anchor's own options (the trainer's live in ``PRESETS`` / ``train``)
-DEFAULTS: dict[str, Any] = {
-    "preset": "cpu",                                   # cpu | gpu (see PRESETS)
-    "directory": "/usr/share/datasets/fashion-mnist",  # the four Fashion-MNIST .gz IDX files
-    "dev_rows": 5000,        # dev slice of the training images (>= 10, label-stratified)
-    "train_dev_rows": 1000,  # train_dev slice of the rest (>= 10, held out of training)
-    "train_rows": None,      # null = every remaining training image; else a stratified subsample (>= 10)
-    "test_rows": None,       # null = the official 10,000 test images; else a stratified subsample (>= 10)
-    "seed": 0,               # slices, subsamples, bootstrap (the trainer's seed is train.seed)
-    "bootstrap": 2000,       # bootstrap resamples for the test-error interval (>= 100)
-    "train": {},             # overrides of the preset's trainer config (keys of trainer.DEFAULTS)
-}
 
 #: trainer configs (over :data:`shiftlab.train.trainer.DEFAULTS`) of the two documented runs
 PRESETS: dict[str, dict[str, Any]] = {
@@ -141,46 +126,44 @@ PRESETS: dict[str, dict[str, Any]] = {
 TARGETS: dict[str, float] = {"cpu": 0.08, "gpu": 0.055}
 
 
+def _folder(v):
+    if not isinstance(v, (str, os.PathLike)) or not str(v):
+        raise ValueError(f"must be a folder path, got {v!r}")
+    return str(v)
+
+
+def _trainer_overrides(v):
+    if not isinstance(v, Mapping):
+        raise ValueError(f"must be a mapping of trainer options, got {v!r}")
+    return dict(v)
+
+
+class Options(paramschema.Section):
+    """The anchor's own options (the trainer's live in ``PRESETS`` / ``train``)."""
+
+    preset: paramschema.Str(list(PRESETS)) = "cpu"  # see PRESETS
+    directory: paramschema.Checked(paramschema.Leaf(_folder, "a folder path"), str) = \
+        "/usr/share/datasets/fashion-mnist"  # the four Fashion-MNIST .gz IDX files
+    dev_rows: paramschema.Int(10) = 5000  # dev slice of the training images (label-stratified)
+    train_dev_rows: paramschema.Int(10) = 1000  # train_dev slice of the rest (held out of training)
+    train_rows: paramschema.Int(10, nullable=True) = None  # null = every remaining training image; else a subsample
+    test_rows: paramschema.Int(10, nullable=True) = None  # null = the official 10,000 test images; else a subsample
+    seed: paramschema.Int(0) = 0  # slices, subsamples, bootstrap (the trainer's seed is train.seed)
+    bootstrap: paramschema.Int(100) = 2000  # bootstrap resamples for the test-error interval
+    # overrides of the preset's trainer config (keys of trainer.DEFAULTS; validated by preset_config)
+    train: paramschema.Checked(paramschema.Leaf(_trainer_overrides, "a mapping of trainer options"), dict) = {}
+
+
+#: the anchor's own options, defaults (:class:`Options`)
+DEFAULTS: dict[str, Any] = paramschema.defaults(Options)
+
 def merge(cfg: Mapping[str, Any] | None, where: str = "anchor") -> dict[str, Any]:
     """:data:`DEFAULTS` updated by ``cfg`` and validated; errors name the key (``anchor.dev_rows: ...``).
 
     ``train`` is kept as given here (a mapping); :func:`preset_config` validates it with
     :func:`shiftlab.train.trainer.merge`.
     """
-    out = copy.deepcopy(DEFAULTS)
-    if cfg is None:
-        cfg = {}
-    if not isinstance(cfg, Mapping):
-        raise ShiftlabError(f"{where}: must be a mapping of keys, got {cfg!r}")
-    for k, v in cfg.items():
-        if k not in DEFAULTS:
-            hint = difflib.get_close_matches(str(k), list(DEFAULTS), 1)
-            raise ShiftlabError(f"{where}.{k}: unknown key" + (f" (did you mean {hint[0]}?)" if hint else ""))
-        out[k] = copy.deepcopy(v)
-
-    def integer(k, lo, nullable=False):
-        v = out[k]
-        if v is None and nullable:
-            return
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ShiftlabError(f"{where}.{k}: must be an integer >= {lo}" + (" or null" if nullable else "")
-                                + f", got {v!r}")
-
-    if out["preset"] not in PRESETS:
-        raise ShiftlabError(f"{where}.preset: must be one of {', '.join(PRESETS)}, got {out['preset']!r}")
-    if not isinstance(out["directory"], (str, os.PathLike)) or not str(out["directory"]):
-        raise ShiftlabError(f"{where}.directory: must be a folder path, got {out['directory']!r}")
-    out["directory"] = str(out["directory"])
-    integer("dev_rows", 10)
-    integer("train_dev_rows", 10)
-    integer("train_rows", 10, nullable=True)
-    integer("test_rows", 10, nullable=True)
-    integer("seed", 0)
-    integer("bootstrap", 100)
-    if not isinstance(out["train"], Mapping):
-        raise ShiftlabError(f"{where}.train: must be a mapping of trainer options, got {out['train']!r}")
-    out["train"] = dict(out["train"])
-    return out
+    return paramschema.merge(Options, cfg, where)
 
 
 def preset_config(preset: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -65,6 +65,10 @@ class _Leaf:
         return self.check(v)
 
 
+#: for ``Checked`` fields of models outside this module (e.g. bench/anchor.py's options)
+Leaf = _Leaf
+
+
 class _AnyLeaf(_Leaf):
     """A leaf whose check also decides what null means."""
 
@@ -1395,6 +1399,27 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any] | None) -> dict:
             out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
+    return out
+
+
+def merge_known(base: Mapping[str, Any], over: Mapping[str, Any] | None, where: str, replace: tuple = ()) -> dict:
+    """:func:`deep_merge` that refuses a key ``base`` does not have (``where.key: unknown key (did you mean
+    ...?)``) and a plain value where ``base`` has a mapping; keys in ``replace`` take the given value whole.
+    For option mappings that are a library's API rather than a params section (a kernel sampler's cfg,
+    whose values are numbers or ``[low, high]`` ranges checked by its module)."""
+    if over is None:
+        return copy.deepcopy(dict(base))
+    if not isinstance(over, Mapping):
+        raise ParamsError(f"{where}: must be a mapping of keys, got {over!r}")
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        if k not in out:
+            hint = difflib.get_close_matches(str(k), [str(x) for x in out], 1)
+            raise ParamsError(f"{where}.{k}: unknown key{f' (did you mean {hint[0]}?)' if hint else ''}")
+        if isinstance(out[k], Mapping) and k not in replace:
+            out[k] = merge_known(out[k], v, f"{where}.{k}")
+        else:
+            out[k] = copy.deepcopy(v if not isinstance(v, Mapping) else dict(v))
     return out
 
 

@@ -46,6 +46,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
+from shiftlab import paramschema
 from shiftlab.errors import ShiftlabError
 
 __all__ = [
@@ -473,29 +474,9 @@ _SAMPLED_FIELDS = {
 
 
 def _merge_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_SAMPLE_CFG.items()}
-    if cfg is None:
-        return out
-    if not isinstance(cfg, Mapping):
-        raise ShiftlabError(f"kernel sample cfg must be a mapping, got {type(cfg).__name__}")
-    for key, val in cfg.items():
-        if key not in out:
-            raise ShiftlabError(
-                f"kernel sample cfg: unknown key {key!r} (expected families, {', '.join(_SAMPLED_FIELDS)})"
-            )
-        if not isinstance(val, Mapping):
-            raise ShiftlabError(f"kernel sample cfg: {key!r} must be a mapping, got {val!r}")
-        if key == "families":
-            out[key] = dict(val)  # replaces the weights wholesale
-            continue
-        for name, rng_spec in val.items():
-            if name not in _SAMPLED_FIELDS[key]:
-                raise ShiftlabError(
-                    f"kernel sample cfg: unknown key '{key}.{name}' "
-                    f"(expected one of {', '.join(_SAMPLED_FIELDS[key])})"
-                )
-            out[key][name] = rng_spec
-    return out
+    """``cfg`` over :data:`DEFAULT_SAMPLE_CFG` (``families`` replaces the weights whole; each family's ranges
+    merge key by key); an unknown key is a one-line error."""
+    return paramschema.merge_known(DEFAULT_SAMPLE_CFG, cfg, "kernel sample cfg", replace=("families",))
 
 
 def _spec_range(key: str, spec) -> tuple[float, float]:
@@ -521,6 +502,8 @@ def _draw(rng: np.random.Generator, key: str, spec) -> float:
 def _family_weights(c: Mapping[str, Any]) -> tuple[list[str], np.ndarray]:
     """Sorted family names of a merged cfg and their validated weights (not all 0)."""
     fam_w = c["families"]
+    if not isinstance(fam_w, Mapping):
+        raise ShiftlabError(f"kernel sample cfg.families: must be a mapping family -> weight, got {fam_w!r}")
     names = sorted(fam_w)
     for n in names:
         if n not in FAMILIES:
