@@ -57,7 +57,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q -c $(LOCK) pip
-	$(VENV)/bin/python -m pip install -q -c $(LOCK) -e '.[dev]'
+	$(VENV)/bin/python -m pip install -q --no-compile -c $(LOCK) -e '.[dev]'
 	@$(VENV)/bin/python -m pip freeze --all --exclude-editable | LC_ALL=C sort > $(VENV)/.freeze; \
 	grep -vE '^[[:space:]]*(#|$$)' $(LOCK) | LC_ALL=C sort | LC_ALL=C comm -23 $(VENV)/.freeze - > $(VENV)/.unlocked; \
 	if [ -s $(VENV)/.unlocked ]; then \

@@ -52,7 +52,7 @@ from shiftlab import paramschema, seeding
 from shiftlab.errors import ShiftlabError
 
 __all__ = ["DEFAULTS", "check_cfg", "image_rungs", "run_images", "audio_rungs", "run_audio", "transfer",
-           "markdown", "plot"]
+           "transfer_markdown", "transfer_sentence", "markdown", "plot"]
 
 _KEY = "ladder"
 _PURPOSE = "ladder"
@@ -472,6 +472,24 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}"
 
 
+def transfer_markdown(trans: Mapping, level: int = 2) -> list[str]:
+    """The check-vs-transfer section (heading at ``level``): each trained synthetic set's check verdict under the
+    current gates next to its test error and its difference from nosynth, and :func:`transfer_sentence`."""
+    L = [f"{'#' * level} Did a FAIL predict worse transfer?", "",
+         "Every trained synthetic set of the default run and of the cars sweep, its check verdict under the "
+         "current gates next to its test error and its difference from training without synthesis "
+         "(synth - nosynth, percentage points, 95% intervals; seed-paired as in the evaluation).", "",
+         "| scenario | set | ladder rung | design | check | failed gates | test error % (95% CI) | vs nosynth, pts (95% CI) | transfer | verdict from |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in trans["rows"]:
+        d = r.get("difference")
+        L.append(f"| {r['scenario']} | {r['set']} | {r.get('rung', '-')} | {r['design']} | **{r['verdict'].upper()}** | "
+                 f"{', '.join(r['failed']) or '-'} | {_pct(r.get('error'))} ({_pct(r.get('error_low'))}-"
+                 f"{_pct(r.get('error_high'))}) | {'n/a' if d is None else f'{100 * d:+.1f}'} "
+                 f"({_pct(r.get('difference_low'))} to {_pct(r.get('difference_high'))}) | {r['transfer']} | {r['how']} |")
+    return L + ["", transfer_sentence(trans), ""]
+
+
 def markdown(images: Mapping | None, audio: Mapping | None, trans: Mapping | None = None,
              plot_path: str | None = None) -> str:
     """reports/ladder.md: the two ladder tables, the thresholds they set, the check-vs-transfer table."""
@@ -506,19 +524,7 @@ def markdown(images: Mapping | None, audio: Mapping | None, trans: Mapping | Non
     if plot_path:
         L += [f"![ladder]({plot_path})", ""]
     if trans is not None:
-        L += ["## Did a FAIL predict worse transfer?", "",
-              "Every trained synthetic set of the default run and of the cars sweep, its check verdict under the "
-              "current gates next to its test error and its difference from training without synthesis "
-              "(synth - nosynth, percentage points, 95% intervals; seed-paired as in the evaluation).", "",
-              "| scenario | set | ladder rung | design | check | failed gates | test error % (95% CI) | vs nosynth, pts (95% CI) | transfer | verdict from |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in trans["rows"]:
-            d = r.get("difference")
-            L.append(f"| {r['scenario']} | {r['set']} | {r.get('rung', '-')} | {r['design']} | **{r['verdict'].upper()}** | "
-                     f"{', '.join(r['failed']) or '-'} | {_pct(r.get('error'))} ({_pct(r.get('error_low'))}-"
-                     f"{_pct(r.get('error_high'))}) | {'n/a' if d is None else f'{100 * d:+.1f}'} "
-                     f"({_pct(r.get('difference_low'))} to {_pct(r.get('difference_high'))}) | {r['transfer']} | {r['how']} |")
-        L += ["", transfer_sentence(trans), ""]
+        L += transfer_markdown(trans)
     return "\n".join(L) + "\n"
 
 

@@ -311,8 +311,9 @@ def test_determinism_and_seed(tmp_path):
     pa = ev.plots(a, tmp_path / "a")
     pb = ev.plots(b, tmp_path / "b")
     assert [p.name for p in pa] == [p.name for p in pb]
-    assert {p.name for p in pa} >= {"confusion_dev.csv", "confusion_dev.png", "decomposition.png",
-                                   "decomposition.json", "errors.json"}
+    assert {p.name for p in pa} >= {"confusion_dev.csv", "confusion_test.csv", "confusion_test.png",
+                                   "decomposition.png", "decomposition.json", "errors.json"}
+    assert "confusion_dev.png" not in {p.name for p in pa}  # a PNG for the verdict split only
     for x, y in zip(pa, pb):
         assert x.read_bytes() == y.read_bytes(), x.name
     assert (tmp_path / "a" / "decomposition.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -242,6 +242,25 @@ def test_transfer_table_regates_stored_checks_and_counts(tmp_path):
     json.loads(json.dumps(t, allow_nan=False))
 
 
+def test_committed_report_shows_this_runs_check_vs_transfer_table():
+    """The report recomputes the check-vs-transfer rows from the run's own evaluation metrics (the table in the
+    committed reports/ladder.md is of the results of its time): each row's test error and difference in the
+    committed report equal what the committed metrics give now."""
+    report_md = ROOT / "reports" / "report" / "report.md"
+    t = ladder.transfer(ROOT, config.section("check_images", PARAMS), config.section("check_audio", PARAMS))
+    if not t["rows"] or not report_md.is_file():
+        pytest.skip("no committed evaluation results or report")
+    text = report_md.read_text()
+    section = text.split("Did a FAIL predict worse transfer?")[1]
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for r in t["rows"]:
+        d = r["difference"]
+        cells = (f"| {pct(r['error'])} ({pct(r['error_low'])}-{pct(r['error_high'])}) | "
+                 f"{'n/a' if d is None else f'{100 * d:+.1f}'} ({pct(r['difference_low'])} to {pct(r['difference_high'])}) |")
+        assert f"| {r['scenario']} | {r['set']} |" in section and cells in section, (r["scenario"], r["set"], cells)
+    assert ladder.transfer_sentence(t) in section
+
+
 def test_transfer_sentence_states_a_miss():
     rows = [{"verdict": "fail", "transfer": "no clear difference"}, {"verdict": "pass", "transfer": "better"}]
     t = {"rows": rows, "fail": 1, "fail_worse": 0, "fail_better": 0, "pass": 1, "pass_worse": 0, "pass_better": 1}
