@@ -50,8 +50,6 @@ def test_repo_params_file_is_valid_and_complete(repo_root):
         "calibrate_blur.check.gates",
         # the audio model converges in 16 epochs on the default data (10 left runs unfitted)
         "train_audio.epochs",
-        # image epochs sized to the demo budget (the model default is 10)
-        "train_images.epochs",
     }
     assert diff(got, dflt) <= sized, diff(got, dflt) - sized
 
