@@ -186,6 +186,11 @@ def _list_leaf(item: _Leaf, min_len=0, max_len=None, nullable=False) -> _Leaf:
     return _Leaf(check, desc, nullable)
 
 
+def list_check(check: Callable[[Any], Any], describe: str) -> Callable[[Any], list]:
+    """A check of a list whose items ``check`` validates (``ValueError`` naming the item: ``item 2: ...``)."""
+    return _list_leaf(_Leaf(check, describe))
+
+
 def List(item: tuple, min_len=0, max_len=None, nullable=False):
     """A list of ``item`` (``IntItem(...)``, ``StrItem(...)``: a (core, leaf) pair) with min_len..max_len items."""
     core, leaf = item

@@ -153,15 +153,7 @@ def check_candidates(cands) -> list:
     """Validate a ``candidates`` value: a list of partial kernels mappings (ValueError with the reason)."""
     if cands is None:
         return []
-    if not isinstance(cands, (list, tuple)):
-        raise ValueError(f"must be a list of kernel mappings, got {cands!r}")
-    out = []
-    for i, k in enumerate(cands):
-        try:
-            out.append(_check_partial(k))
-        except ValueError as e:
-            raise ValueError(f"item {i}: {e}") from None
-    return out
+    return paramschema.list_check(_check_partial, "kernel mappings")(cands)
 
 
 def check_overrides(check) -> dict:

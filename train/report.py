@@ -1187,7 +1187,7 @@ def _sweep_section(doc: _Doc, root: Path, params) -> None:
         doc.image("sweep_cars.png", png.read_bytes(), "test error against distinct cars in the bank")
 
 
-def _ladder_section(doc: _Doc, root: Path, params) -> None:
+def _ladder_section(doc: _Doc, root: Path, params, scs: list[_Scenario]) -> None:
     """The diversity ladder and the check-vs-transfer table (``shiftlab ladder``), when its results are there."""
     from shiftlab import ladder
 
@@ -1207,10 +1207,14 @@ def _ladder_section(doc: _Doc, root: Path, params) -> None:
     png = root / cfg["plot"]
     if png.is_file():
         doc.image("ladder.png", png.read_bytes(), "the gated scores along the ladder, with their thresholds")
+    # the image synthetic rows (the images scenario's, loaded once for its sections too): kernel metrics re-gated
+    img = next((sc for sc in scs if sc.name == "images"), None)
+    rel = SCENARIOS["images"]["synthetic"]
     synthetic = {}
-    for name in ("blur", "blur_narrow"):
-        if (root / "data" / "synth" / name).is_dir():
-            synthetic[name] = store.load(root / "data" / "synth" / name, "synthetic rows", "")
+    for v, name in (("synth", "blur"), ("narrow", "blur_narrow")):
+        ds = img.synthetic(v) if img is not None else _load_ds(root, rel[v])
+        if ds is not None:
+            synthetic[name] = ds
     trans = ladder.transfer(root, (params or {}).get("check_images"), (params or {}).get("check_audio"), synthetic)
     doc.add("\n".join(ladder.transfer_markdown(trans, level=4)), "")
 
@@ -1530,7 +1534,7 @@ def _render(root: Path, c: dict) -> tuple[_Doc, list[str]]:
     _dashboard(doc, scs)
     if "audio" in c["scenarios"]:
         _sweep_section(doc, root, params)
-    _ladder_section(doc, root, params)
+    _ladder_section(doc, root, params, scs)
     _inputs_section(doc, root, scs, params_found)
     return doc, lines
 
