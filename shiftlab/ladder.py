@@ -332,6 +332,7 @@ def transfer(root: str | Path = ".", check_images: Mapping | None = None, check_
     Rows: ``scenario``, ``set``, ``design``, ``verdict``, ``how``, ``failed``, test ``error``
     (+ interval), ``difference`` vs nosynth (+ interval); plus the counts.
     """
+    from shiftlab import store
     from shiftlab.mixing import diversity as adv
     from shiftlab.synth import diversity as idv
 
@@ -341,8 +342,7 @@ def transfer(root: str | Path = ".", check_images: Mapping | None = None, check_
     rows = []
 
     def load(p):
-        p = root / p
-        return json.loads(p.read_text()) if p.is_file() else None
+        return store.read_json(root / p, p)
 
     ev_i = load("metrics/evaluate_images.json")
     if ev_i:

@@ -266,6 +266,20 @@ def write_text(path: str | Path, text: str) -> None:
         f.write(text)
 
 
+def read_json(path: str | Path, name: str | None = None):
+    """The parsed JSON file, or None when it does not exist; bad JSON is a one-line ShiftlabError naming
+    ``name`` (default: the path)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ShiftlabError(f"{name or p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise ShiftlabError(f"{name or p}: not UTF-8 text") from None
+
+
 def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

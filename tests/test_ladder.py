@@ -261,6 +261,14 @@ def test_committed_report_shows_this_runs_check_vs_transfer_table():
     assert ladder.transfer_sentence(t) in section
 
 
+def test_transfer_names_a_corrupt_metrics_file(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "evaluate_images.json").write_text("{bad")
+    with pytest.raises(ShiftlabError, match=r"^metrics/evaluate_images\.json: not valid JSON") as e:
+        ladder.transfer(tmp_path)
+    assert "\n" not in str(e.value)
+
+
 def test_transfer_sentence_states_a_miss():
     rows = [{"verdict": "fail", "transfer": "no clear difference"}, {"verdict": "pass", "transfer": "better"}]
     t = {"rows": rows, "fail": 1, "fail_worse": 0, "fail_better": 0, "pass": 1, "pass_worse": 0, "pass_better": 1}

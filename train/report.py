@@ -160,15 +160,7 @@ def _seed_order(s) -> tuple:
 
 def _json(root: Path, rel: str):
     """The parsed file, or None when it does not exist; bad JSON is a one-line error."""
-    p = root / rel
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ShiftlabError(f"{rel}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    except UnicodeDecodeError:
-        raise ShiftlabError(f"{rel}: not UTF-8 text") from None
+    return store.read_json(root / rel, rel)
 
 
 def _load_ds(root: Path, rel: str):
